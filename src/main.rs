@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(microrun::cli::main(microrun::vmm::factory));
+}

@@ -1,0 +1,134 @@
+//! The monitor's control socket: one JSON request and one JSON response per
+//! connection; `exec` carries the process's stdio fds with the request.
+
+use crate::fdpass;
+use crate::sandbox::{ExitStatus, ProcessId, Stats};
+use oci_spec::runtime::{LinuxResources, Process};
+use serde::{Deserialize, Serialize};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use thiserror::Error;
+
+/// Bound on one request or response line.
+const MAX_MESSAGE: u64 = 4 << 20;
+
+#[derive(Debug, Error)]
+pub enum CtlError {
+    #[error("container not running: cannot reach its monitor: {0}")]
+    Connect(#[source] io::Error),
+    #[error("control socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("control socket: malformed message: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Remote(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Start,
+    Signal {
+        process: ProcessId,
+        signal: i32,
+        all: bool,
+    },
+    /// Carries 3 fds (stdin, stdout, stderr) or, with `tty`, 1 (pty slave).
+    Exec {
+        process: Box<Process>,
+        tty: bool,
+    },
+    Wait {
+        process: ProcessId,
+    },
+    Resize {
+        process: ProcessId,
+        rows: u16,
+        cols: u16,
+    },
+    Stats,
+    Pause,
+    Resume,
+    Update {
+        resources: Box<LinuxResources>,
+    },
+    Pids,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Response {
+    Ok,
+    Exec { process: ProcessId },
+    Exited { status: ExitStatus },
+    Stats { stats: Stats },
+    Pids { pids: Vec<i32> },
+    Error { msg: String },
+}
+
+/// Sends one request and waits for its response.
+pub fn call(socket: &Path, req: &Request, fds: &[RawFd]) -> Result<Response, CtlError> {
+    let mut sock = UnixStream::connect(socket).map_err(CtlError::Connect)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| CtlError::Malformed(e.to_string()))?;
+    line.push(b'\n');
+    let n = fdpass::send(&sock, &line, fds)?;
+    sock.write_all(&line[n..])?;
+    let mut resp = String::new();
+    BufReader::new(sock.take(MAX_MESSAGE)).read_line(&mut resp)?;
+    if resp.is_empty() {
+        return Err(CtlError::Remote("monitor closed the connection".into()));
+    }
+    match serde_json::from_str(&resp).map_err(|e| CtlError::Malformed(e.to_string()))? {
+        Response::Error { msg } => Err(CtlError::Remote(msg)),
+        r => Ok(r),
+    }
+}
+
+/// Reads one request (and its fds) on the server side.
+pub fn read_request(sock: &UnixStream) -> Result<(Request, Vec<OwnedFd>), CtlError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (n, fds) = fdpass::recv(sock, &mut buf)?;
+    buf.truncate(n);
+    if !buf.contains(&b'\n') {
+        let mut rest = BufReader::new(sock.take(MAX_MESSAGE));
+        rest.read_until(b'\n', &mut buf)?;
+    }
+    let req = serde_json::from_slice(&buf).map_err(|e| CtlError::Malformed(e.to_string()))?;
+    Ok((req, fds))
+}
+
+pub fn write_response(mut sock: &UnixStream, resp: &Response) -> io::Result<()> {
+    let mut line = serde_json::to_vec(resp)
+        .unwrap_or_else(|_| b"{\"reply\":\"error\",\"msg\":\"encode\"}".to_vec());
+    line.push(b'\n');
+    sock.write_all(&line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_roundtrip() {
+        let r = Request::Signal {
+            process: 0,
+            signal: 15,
+            all: true,
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(s, r#"{"op":"signal","process":0,"signal":15,"all":true}"#);
+        assert!(matches!(
+            serde_json::from_str(&s).unwrap(),
+            Request::Signal { signal: 15, .. }
+        ));
+    }
+
+    #[test]
+    fn malformed_request_is_an_error() {
+        let (a, b) = UnixStream::pair().unwrap();
+        (&a).write_all(b"{\"op\":\"launch_missiles\"}\n").unwrap();
+        assert!(matches!(read_request(&b), Err(CtlError::Malformed(_))));
+    }
+}

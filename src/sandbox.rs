@@ -1,0 +1,98 @@
+//! The one narrow interface through which the monitor drives a container's
+//! VM. The shipped binary's only implementation is the microVM (`vmm`);
+//! integration tests plug in a double to exercise the state machine.
+
+use oci_spec::runtime::{LinuxResources, Process, Spec};
+use serde::{Deserialize, Serialize};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SandboxError {
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("no such process")]
+    NoSuchProcess,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Identifies a process inside the sandbox; 0 is the container's init.
+pub type ProcessId = u32;
+pub const INIT: ProcessId = 0;
+
+/// How a process ended, as its host stand-in must reproduce it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The shell convention clients see: N, or 128+signal.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// The stdio of a sandboxed process: the caller's own fds, or a pty slave.
+pub enum ProcessIo {
+    Pipes {
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    Terminal(OwnedFd),
+}
+
+/// What a sandbox needs to know to build the container.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub state_dir: PathBuf,
+    pub spec: Spec,
+    pub debug: bool,
+}
+
+/// Resource usage, in the shape of runc's `events --stats` data.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub cpu_usage_ns: u64,
+    pub memory_usage_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub pids_current: u64,
+    pub pids_limit: u64,
+}
+
+pub trait Sandbox: Send + Sync {
+    /// Boots the sandbox (the VM) up to the point where it can take a container.
+    fn boot(&self) -> Result<(), SandboxError>;
+    /// Prepares the container's init up to the start barrier.
+    fn create(&self, io: ProcessIo) -> Result<(), SandboxError>;
+    /// Releases the start barrier: the workload runs.
+    fn start(&self) -> Result<(), SandboxError>;
+    /// Signals one process, or with `all` every process of the container.
+    fn signal(&self, process: ProcessId, signal: i32, all: bool) -> Result<(), SandboxError>;
+    /// Starts an extra process in the running container.
+    fn exec(&self, process: &Process, io: ProcessIo) -> Result<ProcessId, SandboxError>;
+    /// Blocks until the process has exited and its output is fully delivered.
+    fn wait(&self, process: ProcessId) -> Result<ExitStatus, SandboxError>;
+    fn resize(&self, process: ProcessId, rows: u16, cols: u16) -> Result<(), SandboxError>;
+    fn stats(&self) -> Result<Stats, SandboxError>;
+    fn pause(&self) -> Result<(), SandboxError>;
+    fn resume(&self) -> Result<(), SandboxError>;
+    fn update(&self, resources: &LinuxResources) -> Result<(), SandboxError>;
+    /// Host pids that stand for the container's processes (for `ps`).
+    fn host_pids(&self) -> Result<Vec<i32>, SandboxError>;
+    /// Ends everything: processes, VM, devices.
+    fn shutdown(&self);
+}
+
+/// Builds the sandbox for one container inside its monitor.
+pub type SandboxFactory = fn(ContainerConfig) -> Result<Box<dyn Sandbox>, SandboxError>;
