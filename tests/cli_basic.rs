@@ -105,10 +105,12 @@ fn bad_ids_are_rejected_and_leave_nothing() {
     // NUL cannot cross argv; the validator is unit-tested for it.
 }
 
+type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+
 #[test]
 fn bad_bundles_are_rejected_and_leave_nothing() {
     let e = env();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "version",
             Box::new(|c| c["ociVersion"] = "2.0.0".into()),
