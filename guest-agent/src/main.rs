@@ -1,1 +1,44 @@
-fn main() {}
+//! microrun's guest agent: PID 1 of every microVM. This stage brings the
+//! guest's base system up and announces itself on the console; the vsock
+//! link to the monitor and the container itself build on it.
+
+mod mounts;
+
+use std::io::Write;
+
+fn main() {
+    if std::process::id() != 1 {
+        eprintln!("microrun-agent must run as PID 1 inside a microrun guest");
+        std::process::exit(1);
+    }
+    if let Err(e) = mounts::base() {
+        console(&format!("microrun-agent: {e}"));
+        power_off();
+    }
+    console(&format!(
+        "{} (agent {}, protocol {})",
+        microrun_protocol::READY_MARKER,
+        env!("CARGO_PKG_VERSION"),
+        microrun_protocol::PROTOCOL_VERSION
+    ));
+    // No host link yet at this stage: end the VM cleanly.
+    power_off();
+}
+
+fn console(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Ends the VM. Without ACPI a power-off cannot be signalled, so reboot:
+/// the kernel (reboot=k) resets through the i8042, which the VMM turns
+/// into the end of the VM.
+fn power_off() -> ! {
+    // SAFETY: sync and reboot take no pointers; as PID 1 we are allowed to.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::LINUX_REBOOT_CMD_RESTART);
+    }
+    std::process::exit(1)
+}

@@ -1,6 +1,7 @@
 //! The in-process KVM virtual machine monitor: the production sandbox.
 
 pub mod check;
+pub mod image;
 
 use crate::sandbox::{ContainerConfig, Sandbox, SandboxError};
 

@@ -142,6 +142,20 @@ impl Env {
     }
 }
 
+impl Drop for Env {
+    /// A failed test must not leave containers running.
+    fn drop(&mut self) {
+        for entry in std::fs::read_dir(self.root())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let _ = self.run(&["delete", "--force", &id]);
+        }
+    }
+}
+
 /// Makes this test process the subreaper of orphaned monitors so a test can
 /// collect a monitor's exit status, as containerd's shim does.
 pub fn become_subreaper() {

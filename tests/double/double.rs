@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{mpsc, Condvar, Mutex, OnceLock};
 
 const BARRIER_ARG: &str = "__double_barrier";
 
@@ -83,6 +83,8 @@ impl Double {
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
+                // Like a VM, the workload dies with its monitor.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 libc::setsid();
                 if barrier_fd >= 0 {
                     libc::dup2(barrier_fd, 3);
@@ -90,7 +92,9 @@ impl Double {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(err)?;
+        // Spawn from a thread that lives as long as the monitor: the child's
+        // parent-death signal fires when the spawning thread ends.
+        let child = on_spawner(move || cmd.spawn()).map_err(err)?;
         drop(barrier);
         let pid = child.id() as i32;
         let id = self.next.fetch_add(1, Ordering::SeqCst);
@@ -243,6 +247,28 @@ impl Sandbox for Double {
     fn shutdown(&self) {
         let _ = self.signal(INIT, libc::SIGKILL, true);
     }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs `f` on the process-lifetime spawner thread and returns its result.
+fn on_spawner<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            for job in rx {
+                job();
+            }
+        });
+        Mutex::new(tx)
+    });
+    let (rtx, rrx) = mpsc::channel();
+    let job: Job = Box::new(move || {
+        let _ = rtx.send(f());
+    });
+    tx.lock().unwrap().send(job).expect("spawner thread runs");
+    rrx.recv().expect("spawner answers")
 }
 
 fn factory(config: ContainerConfig) -> Result<Box<dyn Sandbox>, SandboxError> {

@@ -1,0 +1,65 @@
+# microrun — build, test and run. Every install step lives here or in
+# scripts/: nothing installed by hand is needed.
+SHELL := /bin/bash
+PREFIX ?= /usr/local
+BUILD := build
+AGENT_TARGET := x86_64-unknown-linux-gnu
+AGENT := target/$(AGENT_TARGET)/release/microrun-agent
+MICRORUN := target/release/microrun
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all build deps agent initramfs kernel test unit e2e e2e-shell demo bench install clean fmt clippy
+
+all: build
+
+deps:
+	bash scripts/host-deps.sh
+
+build: deps
+	cargo build --release --bin microrun
+	$(MAKE) initramfs
+
+# The guest agent is a static-pie glibc binary (no musl target here).
+agent:
+	RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p microrun-agent --target $(AGENT_TARGET)
+
+initramfs: agent
+	@mkdir -p $(BUILD)
+	cargo run -q --release -p rootfs-builder -- $(AGENT) $(BUILD)/initramfs.cpio
+
+# vmlinux from Debian's linux-source-6.12 + kernel-config/, cached by input hash.
+kernel: deps initramfs
+	bash kernel-config/build.sh $(BUILD)
+
+# The README's test command: unit + integration tests, then the full-stack
+# suite in the emulated test host.
+test: unit e2e
+
+unit: deps
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --features test-double -- -D warnings
+	cargo test --workspace --features test-double
+
+e2e: build kernel
+	bash tests/e2e/run.sh
+
+e2e-shell: deps build kernel
+	bash tests/e2e/stage.sh $(BUILD)/share
+	bash tests/e2e/testhost up $(BUILD)/share
+	bash tests/e2e/testhost shell
+
+demo: deps build kernel
+	bash scripts/demo.sh
+
+bench: deps build kernel
+	bash scripts/bench.sh
+
+install: build kernel
+	install -D -m 0755 $(MICRORUN) $(DESTDIR)$(PREFIX)/bin/microrun
+	install -D -m 0644 $(BUILD)/vmlinux $(DESTDIR)$(PREFIX)/share/microrun/vmlinux
+	install -D -m 0644 $(BUILD)/initramfs.cpio $(DESTDIR)$(PREFIX)/share/microrun/initramfs.cpio
+
+clean:
+	-bash tests/e2e/testhost down
+	cargo clean
+	rm -rf $(BUILD)

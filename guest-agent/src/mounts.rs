@@ -1,0 +1,78 @@
+//! The guest's base file systems, mounted before anything else runs.
+
+use std::ffi::CString;
+
+pub struct MountError(String);
+
+impl std::fmt::Display for MountError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+const BASE: &[(&str, &str, &str, libc::c_ulong, &str)] = &[
+    (
+        "proc",
+        "/proc",
+        "proc",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "",
+    ),
+    (
+        "sysfs",
+        "/sys",
+        "sysfs",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "",
+    ),
+    ("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755"),
+    (
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "mode=0755",
+    ),
+    (
+        "cgroup2",
+        "/sys/fs/cgroup",
+        "cgroup2",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "",
+    ),
+];
+
+fn mount(
+    src: &str,
+    dst: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<(), MountError> {
+    let c = |s: &str| CString::new(s).map_err(|_| MountError(format!("bad mount argument {s:?}")));
+    let (s, d, t, o) = (c(src)?, c(dst)?, c(fstype)?, c(data)?);
+    let _ = std::fs::create_dir_all(dst);
+    // SAFETY: all pointers are valid NUL-terminated strings for the call.
+    let rc = unsafe { libc::mount(s.as_ptr(), d.as_ptr(), t.as_ptr(), flags, o.as_ptr().cast()) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        // devtmpfs may already be mounted by the kernel (DEVTMPFS_MOUNT).
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(MountError(format!("mount {fstype} on {dst}: {e}")));
+        }
+    }
+    Ok(())
+}
+
+pub fn base() -> Result<(), MountError> {
+    for (src, dst, fstype, flags, data) in BASE {
+        mount(src, dst, fstype, *flags, data)?;
+    }
+    mount(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Boot figures inside the test host, for the project's kernel + initramfs.
+set -euo pipefail
+SHARE=/mnt/share/share/microrun
+runs=5
+qemu_cycle() {
+  local log; log=$(mktemp)
+  local t0; t0=$(date +%s%N)
+  qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=off -accel kvm -cpu host -smp 1 -m 256 \
+    -nodefaults -no-user-config -display none -no-reboot \
+    -kernel "$SHARE/vmlinux" -initrd "$SHARE/initramfs.cpio" \
+    -append "console=ttyS0 reboot=k panic=-1 noxsave quiet" -serial "file:$log"
+  local t1; t1=$(date +%s%N)
+  grep -q "microrun-agent: ready" "$log" || { echo "agent did not start" >&2; cat "$log" >&2; exit 1; }
+  rm -f "$log"
+  echo $(( (t1 - t0) / 1000000 ))
+}
+total=0
+for i in $(seq $runs); do ms=$(qemu_cycle); total=$((total + ms)); echo "qemu microvm cycle $i: ${ms} ms"; done
+printf '%-40s %8d ms (mean of %d)\n' "QEMU -M microvm: start->/init->exit" $((total / runs)) $runs
+echo "microrun VMM: not measured yet (the in-process VMM does not boot guests yet)"

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Scenario helpers for the suite that runs inside the test host.
+PASS=0; FAIL=0; FAILED=()
+MR=/mnt/share/bin/microrun
+SHARE=/mnt/share/share/microrun
+LOGDIR=/tmp/e2e-logs
+mkdir -p "$LOGDIR"
+
+# scenario NAME FUNCTION: runs FUNCTION, counts it, shows its log on failure.
+scenario() {
+  local name=$1 fn=$2 log="$LOGDIR/$1.log" t0 rc
+  t0=$(date +%s.%N)
+  ( set -e; "$fn" ) >"$log" 2>&1 && rc=0 || rc=$?
+  local dt; dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}')
+  if [ $rc -eq 0 ]; then
+    PASS=$((PASS+1)); echo "ok   $name (${dt}s)"
+  else
+    FAIL=$((FAIL+1)); FAILED+=("$name"); echo "FAIL $name (${dt}s, exit $rc)"
+    sed 's/^/     | /' "$log" | tail -40
+  fi
+}
+
+# parity NAME -- DOCKER_RUN_ARGS...: the same docker run under runc and
+# microrun must give the same output and exit status.
+parity() {
+  local out_runc out_mr rc_runc rc_mr
+  out_runc=$(docker run --rm --runtime runc "$@" 2>&1) && rc_runc=0 || rc_runc=$?
+  out_mr=$(docker run --rm --runtime microrun "$@" 2>&1) && rc_mr=0 || rc_mr=$?
+  echo "runc     (exit $rc_runc): $out_runc"
+  echo "microrun (exit $rc_mr): $out_mr"
+  [ "$rc_runc" = "$rc_mr" ] && [ "$out_runc" = "$out_mr" ]
+}
+
+expect_eq() {
+  if [ "$1" != "$2" ]; then echo "expected: $2"; echo "got:      $1"; return 1; fi
+}
+
+summary() {
+  echo
+  echo "$PASS passed, $FAIL failed"
+  [ $FAIL -eq 0 ]
+}

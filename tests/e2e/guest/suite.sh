@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The full-stack suite, run inside the emulated test host.
+# E2E_VM=1 adds the scenarios that boot microVMs through docker/containerd
+# (they need the VMM and guest agent).
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+t_kvm_present() {
+  test -c /dev/kvm
+  grep -qw svm /proc/cpuinfo
+  lsmod | grep -q kvm_amd
+}
+
+t_microrun_check() {
+  "$MR" check
+}
+
+t_runc_baseline() {
+  expect_eq "$(docker run --rm --runtime runc local/busybox echo hi)" "hi"
+}
+
+# The project's guest kernel and initramfs reach the agent as /init, booted
+# by QEMU -M microvm (the benchmark peer) on this host's KVM.
+t_guest_kernel_boots_agent() {
+  local log=/tmp/microvm-console.log
+  rm -f "$log"
+  timeout 120 qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=off -accel kvm -cpu host -smp 1 -m 256 \
+    -nodefaults -no-user-config -display none -no-reboot \
+    -kernel "$SHARE/vmlinux" -initrd "$SHARE/initramfs.cpio" \
+    -append "console=ttyS0 reboot=k panic=-1 noxsave" -serial "file:$log"
+  cat "$log"
+  grep -q "microrun-agent: ready" "$log"
+}
+
+t_docker_echo() { expect_eq "$(docker run --rm --runtime microrun local/busybox echo hi)" "hi"; }
+t_docker_exit_code() { parity local/busybox sh -c 'exit 7'; }
+t_raw_cli_lifecycle() {
+  local b; b=$(mktemp -d)
+  mkdir -p "$b/rootfs"; docker export "$(docker create local/busybox)" | tar -C "$b/rootfs" -x
+  (cd "$b" && "$MR" spec && sed -i 's/"terminal": true/"terminal": false/; s/"sh"/"echo", "raw-hi"/' config.json)
+  expect_eq "$("$MR" run --bundle "$b" e2e-raw)" "raw-hi"
+}
+t_ctr_run() {
+  ctr image ls -q | grep -q local/busybox || docker save local/busybox | ctr image import - >/dev/null
+  expect_eq "$(ctr run --rm --runc-binary "$MR" docker.io/local/busybox:latest e2e-ctr echo hi)" "hi"
+}
+
+bash "$here/setup.sh"
+scenario kvm-present t_kvm_present
+scenario microrun-check t_microrun_check
+scenario runc-baseline t_runc_baseline
+scenario guest-kernel-boots-agent t_guest_kernel_boots_agent
+if [ "${E2E_VM:-0}" = 1 ]; then
+  scenario docker-echo t_docker_echo
+  scenario docker-exit-code t_docker_exit_code
+  scenario raw-cli-lifecycle t_raw_cli_lifecycle
+  scenario ctr-run t_ctr_run
+fi
+summary

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Lays out what the test host sees at /mnt/share: microrun, the guest
+# kernel and initramfs, and the suite. Usage: stage.sh SHARE_DIR
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+share=${1:?share dir}
+mkdir -p "$share/bin" "$share/share/microrun" "$share/e2e"
+install -m 0755 "$top/target/release/microrun" "$share/bin/microrun"
+install -m 0644 "$top/build/vmlinux" "$share/share/microrun/vmlinux"
+install -m 0644 "$top/build/initramfs.cpio" "$share/share/microrun/initramfs.cpio"
+cp "$here"/guest/*.sh "$share/e2e/"
+chmod +x "$share/e2e/"*.sh
