@@ -50,7 +50,7 @@ cp "$root/boot/vmlinuz-$kver" "$cache.tmp/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$cache.tmp/initrd.img"
 cp "$work/id_ed25519" "$cache.tmp/id_ed25519"
 rm -rf "$root/var/cache/apt/archives"/*.deb "$root/var/lib/apt/lists"/*
-mkfs.ext4 -q -F -L testhost -d "$root" "$cache.tmp/rootfs.img" 4G
+mkfs.ext4 -q -F -L testhost -d "$root" "$cache.tmp/rootfs.img" 4G >&2
 rm -rf "$cache"; mv "$cache.tmp" "$cache"
 echo "testhost image: done in $(( $(date +%s) - start ))s" >&2
 echo "$cache"

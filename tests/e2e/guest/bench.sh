@@ -9,7 +9,7 @@ qemu_cycle() {
   qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=off -accel kvm -cpu host -smp 1 -m 256 \
     -nodefaults -no-user-config -display none -no-reboot \
     -kernel "$SHARE/vmlinux" -initrd "$SHARE/initramfs.cpio" \
-    -append "console=ttyS0 reboot=k panic=-1 noxsave quiet" -serial "file:$log"
+    -append "console=ttyS0 reboot=t panic=-1 noxsave quiet" -serial "file:$log"
   local t1; t1=$(date +%s%N)
   grep -q "microrun-agent: ready" "$log" || { echo "agent did not start" >&2; cat "$log" >&2; exit 1; }
   rm -f "$log"

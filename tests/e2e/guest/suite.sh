@@ -28,7 +28,7 @@ t_guest_kernel_boots_agent() {
   timeout 120 qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=off -accel kvm -cpu host -smp 1 -m 256 \
     -nodefaults -no-user-config -display none -no-reboot \
     -kernel "$SHARE/vmlinux" -initrd "$SHARE/initramfs.cpio" \
-    -append "console=ttyS0 reboot=k panic=-1 noxsave" -serial "file:$log"
+    -append "console=ttyS0 reboot=t panic=-1 noxsave" -serial "file:$log"
   cat "$log"
   grep -q "microrun-agent: ready" "$log"
 }
