@@ -43,7 +43,7 @@ impl Decoder {
     }
 
     /// The next complete message, None if more bytes are needed.
-    pub fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+    pub fn next_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         if self.buf.len() < 4 {
             return Ok(None);
         }
@@ -76,19 +76,25 @@ mod tests {
         let mut d = Decoder::new();
         for b in &bytes[..bytes.len() - 1] {
             d.feed(&[*b]);
-            assert_eq!(d.next::<Hello>().unwrap(), None);
+            assert_eq!(d.next_message::<Hello>().unwrap(), None);
         }
         d.feed(&bytes[bytes.len() - 1..]);
-        assert_eq!(d.next::<Hello>().unwrap(), Some(h));
+        assert_eq!(d.next_message::<Hello>().unwrap(), Some(h));
     }
 
     #[test]
     fn hostile_frames_are_errors() {
         let mut d = Decoder::new();
         d.feed(&u32::MAX.to_be_bytes());
-        assert!(matches!(d.next::<Hello>(), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            d.next_message::<Hello>(),
+            Err(FrameError::TooLarge(_))
+        ));
         let mut d = Decoder::new();
         d.feed(&[0, 0, 0, 2, b'{', b'x']);
-        assert!(matches!(d.next::<Hello>(), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            d.next_message::<Hello>(),
+            Err(FrameError::Malformed(_))
+        ));
     }
 }

@@ -18,6 +18,7 @@ mod spec;
 mod start;
 mod state;
 mod update;
+mod vm_boot;
 
 use crate::logging::{self, LogFormat};
 use crate::sandbox::SandboxFactory;
@@ -146,6 +147,9 @@ pub enum Verb {
     Restore(restore::Args),
     /// Diagnose whether this host can run microVMs
     Check(check::Args),
+    /// Boot the guest kernel in a microVM without a container (diagnostics, benchmarks)
+    #[command(name = "vm-boot")]
+    VmBoot(vm_boot::Args),
     /// Internal: the per-container monitor
     #[command(hide = true)]
     Monitor(MonitorArgs),
@@ -282,6 +286,7 @@ pub fn main(factory: SandboxFactory) -> i32 {
         Verb::Checkpoint(a) => checkpoint::run(&ctx, a),
         Verb::Restore(a) => restore::run(&ctx, a),
         Verb::Check(a) => check::run(&ctx, a),
+        Verb::VmBoot(a) => vm_boot::run(&ctx, a),
         Verb::Monitor(a) => crate::monitor::run(
             crate::monitor::MonitorArgs {
                 root: ctx.root.clone(),

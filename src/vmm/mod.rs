@@ -1,7 +1,15 @@
 //! The in-process KVM virtual machine monitor: the production sandbox.
 
+pub mod boot;
+pub mod bus;
 pub mod check;
+pub mod cpuid;
+pub mod devices;
 pub mod image;
+pub mod layout;
+pub mod memory;
+pub mod vcpu;
+pub mod vm;
 
 use crate::sandbox::{ContainerConfig, Sandbox, SandboxError};
 
@@ -10,7 +18,6 @@ use crate::sandbox::{ContainerConfig, Sandbox, SandboxError};
 pub fn factory(_config: ContainerConfig) -> Result<Box<dyn Sandbox>, SandboxError> {
     check::probe().map_err(|e| SandboxError::Failed(e.to_string()))?;
     Err(SandboxError::NotImplemented(
-        "microVM boot is not implemented yet in this build of microrun; no container can run"
-            .into(),
+        "running a container in the microVM is not implemented yet: the VM boots (microrun vm-boot), but the guest agent link is missing".into(),
     ))
 }

@@ -28,9 +28,26 @@ t_guest_kernel_boots_agent() {
   timeout 120 qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=off -accel kvm -cpu host -smp 1 -m 256 \
     -nodefaults -no-user-config -display none -no-reboot \
     -kernel "$SHARE/vmlinux" -initrd "$SHARE/initramfs.cpio" \
-    -append "console=ttyS0 reboot=t panic=-1 noxsave" -serial "file:$log"
+    -append "console=ttyS0 reboot=t panic=-1" -serial "file:$log"
   cat "$log"
   grep -q "microrun-agent: ready" "$log"
+}
+
+# microrun's own VMM boots the same kernel and initramfs to the agent.
+t_microrun_vmm_boots_agent() {
+  local log=/tmp/microrun-vm-console.log
+  timeout 120 "$MR" vm-boot --console "$log"
+  cat "$log"
+  grep -q "microrun-agent: ready" "$log"
+}
+
+# Two vCPUs and 1 GiB: the secondary CPU comes up (INIT/SIPI) and all RAM is seen.
+t_microrun_vmm_smp() {
+  local log=/tmp/microrun-vm-smp.log
+  timeout 120 "$MR" vm-boot --cpus 2 --memory 1024 --append loglevel=6 --console "$log"
+  grep -q "microrun-agent: ready" "$log"
+  grep -E "smp: Brought up 1 node, 2 CPUs" "$log"
+  grep -E "Memory: [0-9]+K/10[0-9]{5}K available" "$log"
 }
 
 t_docker_echo() { expect_eq "$(docker run --rm --runtime microrun local/busybox echo hi)" "hi"; }
@@ -51,6 +68,8 @@ scenario kvm-present t_kvm_present
 scenario microrun-check t_microrun_check
 scenario runc-baseline t_runc_baseline
 scenario guest-kernel-boots-agent t_guest_kernel_boots_agent
+scenario microrun-vmm-boots-agent t_microrun_vmm_boots_agent
+scenario microrun-vmm-smp t_microrun_vmm_smp
 if [ "${E2E_VM:-0}" = 1 ]; then
   scenario docker-echo t_docker_echo
   scenario docker-exit-code t_docker_exit_code

@@ -1,0 +1,4 @@
+//! Device models, one file each.
+
+pub mod i8042;
+pub mod serial;
