@@ -8,6 +8,7 @@ pub mod devices;
 pub mod image;
 pub mod layout;
 pub mod memory;
+pub mod mptable;
 pub mod vcpu;
 pub mod vm;
 

@@ -40,6 +40,8 @@ pub enum VmError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    MpTable(#[from] super::mptable::MpTableError),
     #[error("at most 64 vCPUs are supported, {0} requested")]
     TooManyVcpus(usize),
 }
@@ -101,6 +103,7 @@ impl Vm {
         words.extend(cfg.cmdline.iter().map(String::as_str));
         let cmdline = boot::build_cmdline(&words)?;
         let info = boot::load(&mem, &cfg.kernel, cfg.initrd.as_deref(), &cmdline)?;
+        super::mptable::write(&mem, cfg.vcpus)?;
 
         let (end_tx, end_rx) = mpsc::channel();
         let mut pio = Bus::default();
