@@ -77,6 +77,8 @@ fn long_mode_guest_writes_serial_and_resets() {
         mem_bytes: 64 << 20,
         vcpus: 1,
         console: Box::new(sink.clone()),
+        disks: vec![],
+        rng: false,
     })
     .unwrap();
     assert_eq!(vm.wait(), VmEnd::Reset);
@@ -99,6 +101,8 @@ fn a_guest_that_spins_can_be_paused_and_stopped() {
         mem_bytes: 64 << 20,
         vcpus: 2,
         console: Box::new(std::io::sink()),
+        disks: vec![],
+        rng: false,
     })
     .unwrap();
     assert!(vm.pause(), "every vCPU parks");

@@ -3,6 +3,7 @@
 //! link to the monitor and the container itself build on it.
 
 mod mounts;
+mod selftest;
 
 use std::io::Write;
 
@@ -21,6 +22,9 @@ fn main() {
         env!("CARGO_PKG_VERSION"),
         microrun_protocol::PROTOCOL_VERSION
     ));
+    if selftest::requested() {
+        selftest::run(console);
+    }
     // No host link yet at this stage: end the VM cleanly.
     power_off();
 }

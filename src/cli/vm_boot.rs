@@ -4,7 +4,7 @@
 
 use super::{CliError, Ctx, Result};
 use crate::vmm::vcpu::VmEnd;
-use crate::vmm::vm::{Vm, VmConfig};
+use crate::vmm::vm::{DiskConfig, Vm, VmConfig};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -27,6 +27,12 @@ pub struct Args {
     /// Write the guest console here instead of stdout
     #[arg(long)]
     pub console: Option<PathBuf>,
+    /// Attach a raw disk image as virtio-blk (PATH, or PATH,ro); repeatable
+    #[arg(long)]
+    pub disk: Vec<String>,
+    /// Attach a virtio-rng device
+    #[arg(long)]
+    pub rng: bool,
 }
 
 pub fn run(_ctx: &Ctx, args: Args) -> Result<i32> {
@@ -50,6 +56,21 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<i32> {
         mem_bytes: args.memory << 20,
         vcpus: args.cpus,
         console,
+        disks: args
+            .disk
+            .iter()
+            .map(|d| match d.strip_suffix(",ro") {
+                Some(p) => DiskConfig {
+                    path: p.into(),
+                    read_only: true,
+                },
+                None => DiskConfig {
+                    path: d.into(),
+                    read_only: false,
+                },
+            })
+            .collect(),
+        rng: args.rng,
     })
     .map_err(|e| CliError::Msg(e.to_string()))?;
     let end = vm.wait();

@@ -3,13 +3,18 @@
 
 use super::boot::{self, BootError};
 use super::bus::Bus;
+use super::devices::virtio::blk::Block;
+use super::devices::virtio::mmio::{MmioTransport, REG_QUEUE_NOTIFY};
+use super::devices::virtio::rng::Rng;
+use super::devices::virtio::VirtioDevice;
 use super::devices::{i8042::I8042, serial::SerialDevice};
 use super::layout;
 use super::memory::{self, Memory, MemoryError};
 use super::vcpu::{self, Control, VcpuError, VmEnd};
 use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::thread::JoinHandleExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -18,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 #[derive(Debug, Error)]
@@ -42,6 +48,13 @@ pub enum VmError {
     },
     #[error(transparent)]
     MpTable(#[from] super::mptable::MpTableError),
+    #[error("disk {path}: {source}")]
+    Disk {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("virtio queue setup: {0}")]
+    Queue(String),
     #[error("at most 64 vCPUs are supported, {0} requested")]
     TooManyVcpus(usize),
 }
@@ -55,6 +68,15 @@ pub struct VmConfig {
     pub vcpus: u8,
     /// Where the guest's serial console goes (the debug log, or a sink).
     pub console: Box<dyn Write + Send>,
+    /// Raw images or block devices, attached as /dev/vda, /dev/vdb, ...
+    pub disks: Vec<DiskConfig>,
+    pub rng: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    pub path: PathBuf,
+    pub read_only: bool,
 }
 
 /// The kernel command line microrun always uses (see docs/guest-image.md).
@@ -68,6 +90,7 @@ fn kick_signal() -> i32 {
 extern "C" fn noop_handler(_: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
 pub struct Vm {
+    _devices: DeviceLoop,
     _kvm: Kvm,
     _vm: Arc<VmFd>,
     _mem: Memory,
@@ -99,13 +122,28 @@ impl Vm {
 
         let mem = memory::create(cfg.mem_bytes)?;
         memory::register(&vm, &mem)?;
-        let mut words: Vec<&str> = BASE_CMDLINE.to_vec();
-        words.extend(cfg.cmdline.iter().map(String::as_str));
+        let (end_tx, end_rx) = mpsc::channel();
+
+        let mut virtio: Vec<Box<dyn VirtioDevice>> = Vec::new();
+        for d in &cfg.disks {
+            let blk = Block::open(&d.path, d.read_only).map_err(|source| VmError::Disk {
+                path: d.path.display().to_string(),
+                source,
+            })?;
+            virtio.push(Box::new(blk));
+        }
+        if cfg.rng {
+            virtio.push(Box::new(Rng));
+        }
+        let mut mmio = Bus::default();
+        let mut words: Vec<String> = BASE_CMDLINE.iter().map(|s| s.to_string()).collect();
+        let devices = attach_virtio(&vm, &mem, &mut mmio, virtio, &end_tx, &mut words)?;
+        words.extend(cfg.cmdline.iter().cloned());
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
         let cmdline = boot::build_cmdline(&words)?;
         let info = boot::load(&mem, &cfg.kernel, cfg.initrd.as_deref(), &cmdline)?;
         super::mptable::write(&mem, cfg.vcpus)?;
 
-        let (end_tx, end_rx) = mpsc::channel();
         let mut pio = Bus::default();
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmError::Io {
             what: "eventfd",
@@ -132,7 +170,6 @@ impl Vm {
             Arc::new(Mutex::new(I8042::new(reset))),
         );
         watch_reset(reset_watch, end_tx.clone());
-        let mmio = Bus::default();
 
         vmm_sys_util::signal::register_signal_handler(kick_signal(), noop_handler).map_err(
             |e| VmError::Io {
@@ -172,6 +209,7 @@ impl Vm {
             vcpus.push(h);
         }
         Ok(Vm {
+            _devices: devices,
             _kvm: kvm,
             _vm: vm,
             _mem: mem,
@@ -236,6 +274,110 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The device thread: waits on every queue's ioeventfd and runs the device.
+pub struct DeviceLoop {
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for DeviceLoop {
+    fn drop(&mut self) {
+        let _ = self.stop.write(1);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+type Notifier = (Arc<Mutex<MmioTransport>>, usize, EventFd);
+
+/// Places each virtio device on the MMIO bus with its IRQ and ioeventfds and
+/// announces it on the kernel command line.
+fn attach_virtio(
+    vm: &VmFd,
+    mem: &Memory,
+    mmio: &mut Bus,
+    devices: Vec<Box<dyn VirtioDevice>>,
+    end_tx: &Sender<VmEnd>,
+    cmdline: &mut Vec<String>,
+) -> Result<DeviceLoop, VmError> {
+    let io = |what| move |source| VmError::Io { what, source };
+    let setup = |what| move |source| VmError::Setup { what, source };
+    let mut notifiers: Vec<Notifier> = Vec::new();
+    for (i, dev) in devices.into_iter().enumerate() {
+        let base = layout::MMIO_START + i as u64 * layout::MMIO_DEVICE_SIZE;
+        let irq = layout::VIRTIO_IRQ_BASE + i as u32;
+        let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
+        vm.register_irqfd(&irqfd, irq)
+            .map_err(setup("KVM_IRQFD (virtio)"))?;
+        let mut t = MmioTransport::new(dev, mem.clone(), irqfd)
+            .map_err(|e| VmError::Queue(e.to_string()))?;
+        let tx = Mutex::new(end_tx.clone());
+        t.set_on_failure(Box::new(move |msg| {
+            let _ = tx.lock().map(|tx| tx.send(VmEnd::Error(msg)));
+        }));
+        let queues = t.queue_count();
+        let t = Arc::new(Mutex::new(t));
+        for q in 0..queues {
+            let ev = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
+            let addr = IoEventAddress::Mmio(base + REG_QUEUE_NOTIFY);
+            vm.register_ioevent(&ev, &addr, q as u32)
+                .map_err(setup("KVM_IOEVENTFD"))?;
+            notifiers.push((t.clone(), q, ev));
+        }
+        mmio.insert(base, layout::MMIO_DEVICE_SIZE, t);
+        cmdline.push(format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
+    }
+    let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
+    let stop2 = stop.try_clone().map_err(io("eventfd"))?;
+    let thread = if notifiers.is_empty() {
+        None
+    } else {
+        Some(
+            std::thread::Builder::new()
+                .name("devices".into())
+                .spawn(move || device_loop(notifiers, stop2))
+                .map_err(io("spawn device thread"))?,
+        )
+    };
+    Ok(DeviceLoop { stop, thread })
+}
+
+fn device_loop(notifiers: Vec<Notifier>, stop: EventFd) {
+    let Ok(epoll) = Epoll::new() else { return };
+    let stop_token = notifiers.len() as u64;
+    for (i, (_, _, ev)) in notifiers.iter().enumerate() {
+        let _ = epoll.ctl(
+            ControlOperation::Add,
+            ev.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, i as u64),
+        );
+    }
+    let _ = epoll.ctl(
+        ControlOperation::Add,
+        stop.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, stop_token),
+    );
+    let mut events = vec![EpollEvent::default(); notifiers.len() + 1];
+    loop {
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        for ev in &events[..n] {
+            let token = ev.data();
+            if token == stop_token {
+                return;
+            }
+            if let Some((t, q, fd)) = notifiers.get(token as usize) {
+                let _ = fd.read();
+                t.lock().unwrap_or_else(|e| e.into_inner()).notify(*q);
+            }
+        }
     }
 }
 

@@ -2,3 +2,4 @@
 
 pub mod i8042;
 pub mod serial;
+pub mod virtio;

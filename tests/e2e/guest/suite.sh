@@ -50,6 +50,24 @@ t_microrun_vmm_smp() {
   grep -E "Memory: [0-9]+K/10[0-9]{5}K available" "$log"
 }
 
+# virtio-mmio devices from inside the guest: rng, and a disk that reads
+# and writes through to the host's image file; a read-only disk refuses.
+t_microrun_vmm_virtio() {
+  local img=/tmp/e2e-disk.img log=/tmp/microrun-vm-virtio.log
+  rm -f "$img"; printf 'disk-from-host' > "$img"; truncate -s 8M "$img"
+  timeout 120 "$MR" vm-boot --rng --disk "$img" --append microrun.selftest --console "$log"
+  cat "$log"
+  grep -q "selftest: hwrng ok" "$log"
+  grep -q "selftest: vda read disk-from-host" "$log"
+  grep -q "selftest: vda write ok" "$log"
+  expect_eq "$(dd if="$img" bs=1 skip=4096 count=16 2>/dev/null)" "written-by-guest"
+  rm -f "$img"; printf 'disk-from-host' > "$img"; truncate -s 8M "$img"
+  timeout 120 "$MR" vm-boot --disk "$img,ro" --append microrun.selftest --console "$log"
+  cat "$log"
+  grep -q "selftest: vda unavailable" "$log"
+  expect_eq "$(dd if="$img" bs=1 skip=4096 count=16 2>/dev/null | tr -d '\0')" ""
+}
+
 t_docker_echo() { expect_eq "$(docker run --rm --runtime microrun local/busybox echo hi)" "hi"; }
 t_docker_exit_code() { parity local/busybox sh -c 'exit 7'; }
 t_raw_cli_lifecycle() {
@@ -70,6 +88,7 @@ scenario runc-baseline t_runc_baseline
 scenario guest-kernel-boots-agent t_guest_kernel_boots_agent
 scenario microrun-vmm-boots-agent t_microrun_vmm_boots_agent
 scenario microrun-vmm-smp t_microrun_vmm_smp
+scenario microrun-vmm-virtio t_microrun_vmm_virtio
 if [ "${E2E_VM:-0}" = 1 ]; then
   scenario docker-echo t_docker_echo
   scenario docker-exit-code t_docker_exit_code

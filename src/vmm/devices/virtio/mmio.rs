@@ -1,0 +1,362 @@
+//! The virtio-mmio transport (virtio 1.x, "version 2" registers): feature
+//! negotiation, queue setup, notifications and the interrupt status.
+
+use super::{DeviceError, VirtioDevice};
+use crate::vmm::bus::BusDevice;
+use crate::vmm::memory::Memory;
+use virtio_queue::{Queue, QueueT};
+use vmm_sys_util::eventfd::EventFd;
+
+const MAGIC: u32 = 0x7472_6976; // "virt"
+const VERSION: u32 = 2;
+const VENDOR: u32 = 0x4d52_5552; // "RURM"
+
+pub const REG_QUEUE_NOTIFY: u64 = 0x50;
+const CONFIG_SPACE: u64 = 0x100;
+
+pub const STATUS_ACKNOWLEDGE: u32 = 1;
+pub const STATUS_DRIVER: u32 = 2;
+pub const STATUS_DRIVER_OK: u32 = 4;
+pub const STATUS_FEATURES_OK: u32 = 8;
+pub const STATUS_NEEDS_RESET: u32 = 0x40;
+pub const STATUS_FAILED: u32 = 0x80;
+
+pub const INT_USED_BUFFER: u32 = 1;
+pub const INT_CONFIG: u32 = 2;
+
+pub struct MmioTransport {
+    device: Box<dyn VirtioDevice>,
+    mem: Memory,
+    queues: Vec<Queue>,
+    irq: EventFd,
+    status: u32,
+    features_sel: u32,
+    driver_features_sel: u32,
+    driver_features: u64,
+    queue_sel: u32,
+    interrupt_status: u32,
+    config_generation: u32,
+    /// Set once the device failed on guest input.
+    pub failure: Option<String>,
+    on_failure: Option<Box<dyn Fn(String) + Send>>,
+}
+
+impl MmioTransport {
+    pub fn new(
+        device: Box<dyn VirtioDevice>,
+        mem: Memory,
+        irq: EventFd,
+    ) -> Result<Self, virtio_queue::Error> {
+        let queues = device
+            .queue_max_sizes()
+            .iter()
+            .map(|s| Queue::new(*s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(MmioTransport {
+            device,
+            mem,
+            queues,
+            irq,
+            status: 0,
+            features_sel: 0,
+            driver_features_sel: 0,
+            driver_features: 0,
+            queue_sel: 0,
+            interrupt_status: 0,
+            config_generation: 0,
+            failure: None,
+            on_failure: None,
+        })
+    }
+
+    /// Called once when the guest breaks the protocol (the VM then ends).
+    pub fn set_on_failure(&mut self, f: Box<dyn Fn(String) + Send>) {
+        self.on_failure = Some(f);
+    }
+
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    pub fn status(&self) -> u32 {
+        self.status
+    }
+
+    fn signal(&mut self, bit: u32) {
+        self.interrupt_status |= bit;
+        let _ = self.irq.write(1);
+    }
+
+    fn reset(&mut self) {
+        self.status = 0;
+        self.driver_features = 0;
+        self.features_sel = 0;
+        self.driver_features_sel = 0;
+        self.queue_sel = 0;
+        self.interrupt_status = 0;
+        self.failure = None;
+        for q in &mut self.queues {
+            q.reset();
+        }
+        self.device.reset();
+    }
+
+    fn fail(&mut self, e: DeviceError) {
+        let msg = format!("virtio device type {}: {e}", self.device.device_type());
+        self.status |= STATUS_NEEDS_RESET;
+        self.failure = Some(msg.clone());
+        self.signal(INT_CONFIG);
+        if let Some(f) = &self.on_failure {
+            f(msg);
+        }
+    }
+
+    /// Runs the device on a queue the driver notified (from an MMIO write
+    /// or an ioeventfd).
+    pub fn notify(&mut self, index: usize) {
+        if self.status & STATUS_DRIVER_OK == 0 || self.status & STATUS_NEEDS_RESET != 0 {
+            return;
+        }
+        let Some(q) = self.queues.get_mut(index) else {
+            return;
+        };
+        if !q.ready() {
+            return;
+        }
+        match self.device.process(index, q, &self.mem) {
+            Ok(true) => {
+                let needs = q.needs_notification(&self.mem).unwrap_or(true);
+                if needs {
+                    self.signal(INT_USED_BUFFER);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn selected(&mut self) -> Option<&mut Queue> {
+        self.queues.get_mut(self.queue_sel as usize)
+    }
+
+    fn set_status(&mut self, v: u32) {
+        if v == 0 {
+            self.reset();
+            return;
+        }
+        let new = v & !self.status;
+        if new & STATUS_FEATURES_OK != 0 {
+            // The driver may only accept what the device offers.
+            if self.driver_features & !self.device.features() != 0 {
+                return self.status = v & !STATUS_FEATURES_OK;
+            }
+        }
+        if new & STATUS_DRIVER_OK != 0 {
+            let mem = &self.mem;
+            if self.queues.iter().any(|q| q.ready() && !q.is_valid(mem)) {
+                self.status = v | STATUS_NEEDS_RESET;
+                self.failure = Some("driver set up a queue outside guest memory".into());
+                return;
+            }
+        }
+        self.status = v;
+    }
+
+    fn read_reg(&mut self, offset: u64) -> u32 {
+        match offset {
+            0x000 => MAGIC,
+            0x004 => VERSION,
+            0x008 => self.device.device_type(),
+            0x00c => VENDOR,
+            0x010 => {
+                let f = self.device.features();
+                match self.features_sel {
+                    0 => f as u32,
+                    1 => (f >> 32) as u32,
+                    _ => 0,
+                }
+            }
+            0x034 => self.selected().map(|q| q.max_size() as u32).unwrap_or(0),
+            0x044 => self.selected().map(|q| q.ready() as u32).unwrap_or(0),
+            0x060 => self.interrupt_status,
+            0x070 => self.status,
+            0x0fc => self.config_generation,
+            _ => 0,
+        }
+    }
+
+    fn write_reg(&mut self, offset: u64, v: u32) {
+        let setup_ok = self.status & STATUS_DRIVER_OK == 0;
+        match offset {
+            0x014 => self.features_sel = v,
+            0x020 if self.status & STATUS_FEATURES_OK == 0 => match self.driver_features_sel {
+                0 => self.driver_features = (self.driver_features & !0xffff_ffff) | v as u64,
+                1 => {
+                    self.driver_features = (self.driver_features & 0xffff_ffff) | ((v as u64) << 32)
+                }
+                _ => {}
+            },
+            0x024 => self.driver_features_sel = v,
+            0x030 => self.queue_sel = v,
+            0x038 if setup_ok => {
+                if let Some(q) = self.selected() {
+                    q.set_size(v as u16)
+                }
+            }
+            0x044 if setup_ok || v == 0 => {
+                if let Some(q) = self.selected() {
+                    q.set_ready(v == 1)
+                }
+            }
+            REG_QUEUE_NOTIFY => self.notify(v as usize),
+            0x064 => self.interrupt_status &= !v,
+            0x070 => self.set_status(v),
+            0x080 | 0x084 | 0x090 | 0x094 | 0x0a0 | 0x0a4 if setup_ok => {
+                let (lo, hi) = if offset & 4 == 0 {
+                    (Some(v), None)
+                } else {
+                    (None, Some(v))
+                };
+                if let Some(q) = self.selected() {
+                    match offset & !4 {
+                        0x080 => q.set_desc_table_address(lo, hi),
+                        0x090 => q.set_avail_ring_address(lo, hi),
+                        _ => q.set_used_ring_address(lo, hi),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl BusDevice for MmioTransport {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if offset >= CONFIG_SPACE {
+            return self.device.read_config(offset - CONFIG_SPACE, data);
+        }
+        if data.len() != 4 {
+            return data.fill(0);
+        }
+        data.copy_from_slice(&self.read_reg(offset).to_le_bytes());
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if offset >= CONFIG_SPACE {
+            self.device.write_config(offset - CONFIG_SPACE, data);
+            self.config_generation = self.config_generation.wrapping_add(1);
+            return;
+        }
+        if let Ok(b) = <[u8; 4]>::try_from(data) {
+            self.write_reg(offset, u32::from_le_bytes(b));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::rng::Rng;
+    use super::*;
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+    fn transport() -> MmioTransport {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
+        MmioTransport::new(
+            Box::new(Rng),
+            mem,
+            EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn r(t: &mut MmioTransport, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        t.read(off, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn w(t: &mut MmioTransport, off: u64, v: u32) {
+        t.write(off, &v.to_le_bytes());
+    }
+
+    #[test]
+    fn identification_registers() {
+        let mut t = transport();
+        assert_eq!(r(&mut t, 0), MAGIC);
+        assert_eq!(r(&mut t, 4), 2);
+        assert_eq!(r(&mut t, 8), super::super::TYPE_RNG);
+        w(&mut t, 0x14, 1);
+        assert_eq!(r(&mut t, 0x10), 1, "VERSION_1 is feature bit 32");
+        let mut odd = [0u8; 2];
+        t.read(0, &mut odd);
+        assert_eq!(odd, [0, 0], "sub-word register reads return 0");
+    }
+
+    #[test]
+    fn negotiation_queue_setup_and_driver_ok() {
+        let mut t = transport();
+        w(&mut t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+        w(&mut t, 0x24, 1);
+        w(&mut t, 0x20, 1);
+        w(
+            &mut t,
+            0x70,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+        );
+        assert_ne!(r(&mut t, 0x70) & STATUS_FEATURES_OK, 0);
+        w(&mut t, 0x30, 0);
+        assert_eq!(r(&mut t, 0x34), 64);
+        w(&mut t, 0x38, 16);
+        w(&mut t, 0x80, 0x10_0000);
+        w(&mut t, 0x90, 0x10_1000);
+        w(&mut t, 0xa0, 0x10_2000);
+        w(&mut t, 0x44, 1);
+        assert_eq!(r(&mut t, 0x44), 1);
+        w(
+            &mut t,
+            0x70,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK,
+        );
+        assert_eq!(r(&mut t, 0x70) & STATUS_NEEDS_RESET, 0);
+        w(&mut t, 0x70, 0);
+        assert_eq!(r(&mut t, 0x70), 0);
+        assert_eq!(r(&mut t, 0x44), 0, "reset clears queues");
+    }
+
+    #[test]
+    fn unoffered_features_are_refused() {
+        let mut t = transport();
+        w(&mut t, 0x24, 0);
+        w(&mut t, 0x20, 1 << 5);
+        w(
+            &mut t,
+            0x70,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+        );
+        assert_eq!(r(&mut t, 0x70) & STATUS_FEATURES_OK, 0);
+    }
+
+    #[test]
+    fn queue_outside_memory_needs_reset() {
+        let mut t = transport();
+        w(&mut t, 0x24, 1);
+        w(&mut t, 0x20, 1);
+        w(
+            &mut t,
+            0x70,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+        );
+        w(&mut t, 0x38, 16);
+        w(&mut t, 0x80, 0xffff_0000);
+        w(&mut t, 0x84, 0x10);
+        w(&mut t, 0x44, 1);
+        w(
+            &mut t,
+            0x70,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK,
+        );
+        assert_ne!(r(&mut t, 0x70) & STATUS_NEEDS_RESET, 0);
+        assert!(t.failure.is_some());
+        w(&mut t, REG_QUEUE_NOTIFY, 0);
+    }
+}

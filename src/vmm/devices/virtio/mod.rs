@@ -1,0 +1,55 @@
+//! virtio devices over the MMIO transport. A device only processes queues;
+//! the transport owns registers, feature negotiation and queue setup.
+
+pub mod blk;
+pub mod mmio;
+pub mod rng;
+
+use crate::vmm::memory::Memory;
+use thiserror::Error;
+use virtio_queue::Queue;
+
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+pub const TYPE_BLOCK: u32 = 2;
+pub const TYPE_RNG: u32 = 4;
+
+#[derive(Debug, Error)]
+pub enum DeviceError {
+    #[error("malformed request from the guest: {0}")]
+    BadRequest(String),
+    #[error("virtio queue: {0}")]
+    Queue(#[from] virtio_queue::Error),
+    #[error("guest memory: {0}")]
+    Memory(#[from] vm_memory::GuestMemoryError),
+}
+
+pub trait VirtioDevice: Send {
+    fn device_type(&self) -> u32;
+    fn queue_max_sizes(&self) -> Vec<u16>;
+    /// Features offered, VIRTIO_F_VERSION_1 included.
+    fn features(&self) -> u64;
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// Consumes the available buffers of queue `index`. Returns whether any
+    /// buffer was used. An error means the guest broke the protocol: the
+    /// transport marks the device as needing a reset.
+    fn process(
+        &mut self,
+        index: usize,
+        queue: &mut Queue,
+        mem: &Memory,
+    ) -> Result<bool, DeviceError>;
+    fn reset(&mut self) {}
+}
+
+/// Reads a device's config space as a byte array (little endian fields).
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|o| config.get(o))
+            .copied()
+            .unwrap_or(0);
+    }
+}
