@@ -7,37 +7,7 @@ use microrun::vmm::vm::{Vm, VmConfig};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-const LOAD_ADDR: u64 = 0x100_0000;
-
-/// A minimal ELF64 executable with one PT_LOAD segment holding `code`.
-fn elf(code: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    let ehsize = 64u16;
-    let phsize = 56u16;
-    v.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-    v.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    v.extend_from_slice(&0x3eu16.to_le_bytes()); // x86-64
-    v.extend_from_slice(&1u32.to_le_bytes());
-    v.extend_from_slice(&LOAD_ADDR.to_le_bytes()); // entry
-    v.extend_from_slice(&(ehsize as u64).to_le_bytes()); // phoff
-    v.extend_from_slice(&0u64.to_le_bytes()); // shoff
-    v.extend_from_slice(&0u32.to_le_bytes());
-    v.extend_from_slice(&ehsize.to_le_bytes());
-    v.extend_from_slice(&phsize.to_le_bytes());
-    v.extend_from_slice(&1u16.to_le_bytes());
-    v.extend_from_slice(&[0; 6]); // shentsize, shnum, shstrndx
-    let off = (ehsize + phsize) as u64;
-    v.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    v.extend_from_slice(&5u32.to_le_bytes()); // R+X
-    v.extend_from_slice(&off.to_le_bytes());
-    v.extend_from_slice(&LOAD_ADDR.to_le_bytes());
-    v.extend_from_slice(&LOAD_ADDR.to_le_bytes());
-    v.extend_from_slice(&(code.len() as u64).to_le_bytes());
-    v.extend_from_slice(&(code.len() as u64).to_le_bytes());
-    v.extend_from_slice(&0x1000u64.to_le_bytes());
-    v.extend_from_slice(code);
-    v
-}
+use microrun::vmm::probe::{tiny_elf as elf, LOAD_ADDR};
 
 #[derive(Clone, Default)]
 struct Sink(Arc<Mutex<Vec<u8>>>);
@@ -109,4 +79,83 @@ fn a_guest_that_spins_can_be_paused_and_stopped() {
     assert_eq!(vm.paused_vcpus(), 2);
     vm.resume();
     vm.stop();
+}
+
+#[test]
+fn mmio_reads_and_writes_reach_the_virtio_transport() {
+    if !std::path::Path::new("/dev/kvm").exists() {
+        eprintln!("SKIPPED: /dev/kvm is absent on this machine");
+        return;
+    }
+    #[rustfmt::skip]
+    let code = [
+        0x48, 0xbb, 0x00, 0x00, 0x00, 0xd0, 0, 0, 0, 0, // mov rbx, 0xd0000000 (virtio-mmio slot 0)
+        0x8b, 0x03,                                     // mov eax, [rbx]   (magic "virt")
+        0x66, 0xba, 0xf8, 0x03,                         // mov dx, 0x3f8
+        0xee,                                           // out dx, al
+        0xc1, 0xe8, 0x08, 0xee,                         // shr eax, 8; out dx, al
+        0xc1, 0xe8, 0x08, 0xee,
+        0xc1, 0xe8, 0x08, 0xee,
+        0xc7, 0x43, 0x70, 0x00, 0x00, 0x00, 0x00,       // mov dword [rbx+0x70], 0 (status: reset)
+        0xb0, 0xfe, 0xe6, 0x64,                         // i8042 reset
+        0xeb, 0xfe,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("mmio.elf");
+    std::fs::write(&kernel, elf(&code)).unwrap();
+    let sink = Sink::default();
+    let vm = Vm::start(VmConfig {
+        kernel,
+        initrd: None,
+        cmdline: vec![],
+        mem_bytes: 64 << 20,
+        vcpus: 1,
+        console: Box::new(sink.clone()),
+        disks: vec![],
+        rng: true,
+    })
+    .unwrap();
+    assert_eq!(vm.wait(), VmEnd::Reset);
+    assert_eq!(String::from_utf8_lossy(&sink.0.lock().unwrap()), "virt");
+}
+
+/// Without an in-kernel interrupt controller, HLT exits to the VMM.
+#[test]
+fn hlt_exits_without_an_irqchip() {
+    use microrun::vmm::{boot, bus::Bus, memory, vcpu};
+    if !std::path::Path::new("/dev/kvm").exists() {
+        eprintln!("SKIPPED: /dev/kvm is absent on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("hlt.elf");
+    std::fs::write(&kernel, elf(&[0xf4, 0xeb, 0xfe])).unwrap(); // hlt; jmp $
+    let kvm = kvm_ioctls::Kvm::new().unwrap();
+    let vm = kvm.create_vm().unwrap();
+    let mem = memory::create(64 << 20).unwrap();
+    memory::register(&vm, &mem).unwrap();
+    let info = boot::load(&mem, &kernel, None, &boot::build_cmdline(&["x"]).unwrap()).unwrap();
+    let mut fd = vm.create_vcpu(0).unwrap();
+    let sregs = boot::long_mode_sregs(fd.get_sregs().unwrap());
+    fd.set_sregs(&sregs).unwrap();
+    fd.set_regs(&boot::boot_regs(info.entry)).unwrap();
+    let end = vcpu::run(
+        &mut fd,
+        0,
+        &Bus::default(),
+        &Bus::default(),
+        &vcpu::Control::default(),
+    );
+    assert_eq!(end, VmEnd::Halted);
+    assert_eq!(fd.get_regs().unwrap().rip, LOAD_ADDR + 1);
+}
+
+/// The `microrun check` probe: ring 0 → ring 3 (SYSRET) → SYSCALL → ring 0.
+#[test]
+fn user_space_probe_round_trips_through_syscall() {
+    if !std::path::Path::new("/dev/kvm").exists() {
+        eprintln!("SKIPPED: /dev/kvm is absent on this machine");
+        return;
+    }
+    microrun::vmm::check::probe_user_space().unwrap();
 }

@@ -16,11 +16,13 @@ fn main() {
         console(&format!("microrun-agent: {e}"));
         power_off();
     }
+    let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
     console(&format!(
-        "{} (agent {}, protocol {})",
+        "{} (agent {}, protocol {}, uptime {}s)",
         microrun_protocol::READY_MARKER,
         env!("CARGO_PKG_VERSION"),
-        microrun_protocol::PROTOCOL_VERSION
+        microrun_protocol::PROTOCOL_VERSION,
+        uptime.split_whitespace().next().unwrap_or("?")
     ));
     if selftest::requested() {
         selftest::run(console);

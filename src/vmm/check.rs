@@ -1,7 +1,13 @@
 //! `microrun check`: can this host run microVMs?
 
+use super::probe;
+use super::vcpu::VmEnd;
+use super::vm::{Vm, VmConfig};
 use kvm_ioctls::{Cap, Kvm};
+use std::io::Write;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -16,8 +22,10 @@ pub enum CheckError {
     ApiVersion(i32),
     #[error("KVM lacks required capability {0}")]
     MissingCap(&'static str),
-    #[error("this host's KVM is a nested \"PVM\" hypervisor (module kvm_pvm): it cannot run a normal guest's user space, so microVMs cannot run here. Use the emulated test host (make e2e-shell / make demo) or a machine with hardware KVM")]
-    Pvm,
+    #[error("this host's KVM cannot run a normal guest's user space ({detail}){hint}, so microVMs cannot run here. Use the emulated test host (make e2e-shell / make demo) or a machine with hardware KVM")]
+    NoUserSpace { detail: String, hint: &'static str },
+    #[error("the user-space probe could not run: {0}")]
+    Probe(String),
 }
 
 const REQUIRED: &[(Cap, &str)] = &[
@@ -52,11 +60,82 @@ pub fn probe() -> Result<Report, CheckError> {
             return Err(CheckError::MissingCap(name));
         }
     }
+    probe_user_space()?;
+    // The probe passes on a nested "PVM" KVM, yet a Linux guest's user
+    // space dies there at its first system call (measured): know it by name.
     if Path::new("/sys/module/kvm_pvm").exists() {
-        return Err(CheckError::Pvm);
+        return Err(CheckError::NoUserSpace {
+            detail: "Linux guests' user space dies at the first system call under it".into(),
+            hint: "; this is a nested \"PVM\" KVM (module kvm_pvm)",
+        });
     }
     Ok(Report {
         api_version,
         max_vcpus: kvm.get_max_vcpus(),
     })
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs the ring-3 + SYSCALL probe guest (see `probe.rs`) and checks that
+/// it came back through the system call.
+pub fn probe_user_space() -> Result<(), CheckError> {
+    let perr = |e: &dyn std::fmt::Display| CheckError::Probe(e.to_string());
+    // SAFETY: memfd_create with a valid NUL-terminated name; the fd is
+    // checked and then owned by the File.
+    let fd = unsafe { libc::memfd_create(c"microrun-probe".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(perr(&std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    f.write_all(&probe::tiny_elf(probe::CODE))
+        .map_err(|e| perr(&e))?;
+    let out = Capture::default();
+    let vm = Vm::start(VmConfig {
+        kernel: format!("/proc/self/fd/{fd}").into(),
+        initrd: None,
+        cmdline: vec![],
+        mem_bytes: 64 << 20,
+        vcpus: 1,
+        console: Box::new(out.clone()),
+        disks: vec![],
+        rng: false,
+    })
+    .map_err(|e| perr(&e))?;
+    let end = vm.wait_timeout(Duration::from_secs(10));
+    drop(vm);
+    drop(f);
+    let printed =
+        String::from_utf8_lossy(&out.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    if end == Some(VmEnd::Reset) && printed == probe::EXPECTED {
+        return Ok(());
+    }
+    let detail = match end {
+        None => format!("the probe guest hung after printing {printed:?}"),
+        Some(e) => format!(
+            "the probe guest ended with {e:?} after printing {printed:?}, expected {:?}",
+            probe::EXPECTED
+        ),
+    };
+    let hint = if Path::new("/sys/module/kvm_pvm").exists() {
+        "; this is a nested \"PVM\" KVM (module kvm_pvm)"
+    } else {
+        ""
+    };
+    Err(CheckError::NoUserSpace { detail, hint })
 }

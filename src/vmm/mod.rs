@@ -9,6 +9,7 @@ pub mod image;
 pub mod layout;
 pub mod memory;
 pub mod mptable;
+pub mod probe;
 pub mod vcpu;
 pub mod vm;
 

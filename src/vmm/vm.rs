@@ -227,6 +227,12 @@ impl Vm {
         rx.recv().unwrap_or(VmEnd::Stopped)
     }
 
+    /// Like [`Vm::wait`], but gives up after `timeout`.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<VmEnd> {
+        let rx = self.end_rx.lock().unwrap_or_else(|e| e.into_inner());
+        rx.recv_timeout(timeout).ok()
+    }
+
     /// Interrupts every vCPU until each has noticed the current request.
     fn kick(&self) {
         let before = self.ctl.acks.load(Ordering::SeqCst);

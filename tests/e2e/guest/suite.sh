@@ -44,9 +44,10 @@ t_microrun_vmm_boots_agent() {
 # Two vCPUs and 1 GiB: the secondary CPU comes up (INIT/SIPI) and all RAM is seen.
 t_microrun_vmm_smp() {
   local log=/tmp/microrun-vm-smp.log
-  timeout 120 "$MR" vm-boot --cpus 2 --memory 1024 --append loglevel=6 --console "$log"
+  timeout 120 "$MR" vm-boot --cpus 2 --memory 1024 --append "ignore_loglevel microrun.selftest" --console "$log"
   grep -q "microrun-agent: ready" "$log"
   grep -E "smp: Brought up 1 node, 2 CPUs" "$log"
+  grep -q "selftest: cpus 2" "$log"
   grep -E "Memory: [0-9]+K/10[0-9]{5}K available" "$log"
 }
 
