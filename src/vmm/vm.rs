@@ -227,6 +227,48 @@ impl Vm {
         rx.recv().unwrap_or(VmEnd::Stopped)
     }
 
+    /// (process RSS, RSS of guest RAM) in KiB, from /proc/self: their
+    /// difference is the VMM's own memory.
+    pub fn memory_report(&self) -> (u64, u64) {
+        use vm_memory::GuestMemory;
+        let starts: Vec<u64> = self._mem.iter().map(|r| r.as_ptr() as u64).collect();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let total = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+        let mut guest = 0;
+        let mut in_guest = false;
+        for line in smaps.lines() {
+            if let Some(range) = line
+                .split_whitespace()
+                .next()
+                .filter(|r| r.contains('-') && !line.ends_with(':'))
+            {
+                if let Some(start) = range
+                    .split('-')
+                    .next()
+                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+                {
+                    in_guest = starts.contains(&start);
+                    continue;
+                }
+            }
+            if in_guest {
+                if let Some(v) = line.strip_prefix("Rss:") {
+                    guest += v
+                        .split_whitespace()
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+            }
+        }
+        (total, guest)
+    }
+
     /// Like [`Vm::wait`], but gives up after `timeout`.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<VmEnd> {
         let rx = self.end_rx.lock().unwrap_or_else(|e| e.into_inner());

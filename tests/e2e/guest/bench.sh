@@ -34,7 +34,6 @@ for i in $(seq $runs); do ms=$(mr_cycle); total=$((total + ms)); echo "microrun 
 printf '%-40s %8d ms (mean of %d)\n' "microrun VMM: start->/init->exit" $((total / runs)) $runs
 awk '{s+=$1} END {printf "%-40s %8.0f ms (guest uptime at /init, mean)\n", "microrun VMM: kernel boot to /init", s/NR*1000}' /tmp/mr-uptimes
 /mnt/share/bin/microrun vm-boot --console /dev/null 2>&1 | sed 's/^/last run: /'
-# The VMM's own memory: peak RSS of a boot minus the guest RAM it touched
-# cannot be told apart from outside yet; report the peak RSS as an upper bound.
-/usr/bin/time -f "%M" /mnt/share/bin/microrun vm-boot --console /dev/null 2>&1 >/dev/null | tail -1 | \
-  awk '{printf "%-40s %8d KiB (peak RSS incl. touched guest RAM)\n", "microrun vm-boot", $1}' || true
+/mnt/share/bin/microrun vm-boot --console /dev/null 2>&1 | \
+  sed -n 's/.*first KVM_RUN at \([0-9.]*\) ms.*VMM \([0-9]*\) KiB.*/\1 \2/p' | \
+  awk '{printf "%-40s %8.1f ms\n%-40s %8d KiB (RSS minus resident guest RAM)\n", "microrun: VMM start to first KVM_RUN", $1, "microrun: VMM memory overhead", $2}'
