@@ -91,6 +91,26 @@ fn unknown_id_does_not_exist_and_logs_json() {
 }
 
 #[test]
+fn debug_adds_debug_lines() {
+    let e = env();
+    let log = e.path("debug.log");
+    let b = e.bundle("b", "true");
+    let _ = e.run(&[
+        "--debug",
+        "--log",
+        log.to_str().unwrap(),
+        "create",
+        "--bundle",
+        b.to_str().unwrap(),
+        "d",
+    ]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("level=debug"), "{text}");
+    assert!(text.contains("starting monitor"), "{text}");
+    assert!(e.root_is_empty());
+}
+
+#[test]
 fn bad_ids_are_rejected_and_leave_nothing() {
     let e = env();
     let b = e.bundle("b", "true");

@@ -130,6 +130,7 @@ fn bring_up(
             Ok(())
         });
     }
+    crate::logging::debug(&format!("create {}: starting monitor", args.id));
     let child = cmd.spawn().map_err(CliError::io("start monitor"))?;
     drop(theirs);
     let pid = child.id() as i32;
@@ -141,6 +142,10 @@ fn bring_up(
     st.monitor_start = state::process_start_time(pid).unwrap_or(0);
     dir.save(st)?;
 
+    crate::logging::debug(&format!(
+        "create {}: monitor pid {pid} ready; running create-time hooks",
+        args.id
+    ));
     let hooks = bundle.spec.hooks().as_ref();
     let payload = st.oci_json();
     hooks::run_all(
@@ -158,6 +163,7 @@ fn bring_up(
     expect(&mut chan, |m| matches!(m, Handshake::Done { .. }))?;
     st.status = Status::Created;
     dir.save(st)?;
+    crate::logging::debug(&format!("create {}: created", args.id));
     if let Some(p) = &args.pid_file {
         write_pid_file(p, pid)?;
     }

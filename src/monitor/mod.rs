@@ -137,6 +137,7 @@ fn prepare(
         spec: bundle.spec.clone(),
         debug: args.debug,
     };
+    logging::debug(&format!("monitor {}: building the sandbox", args.id));
     let sandbox: Arc<dyn Sandbox> = Arc::from(factory(config)?);
     let fail = |e: MonitorError, sb: &Arc<dyn Sandbox>| {
         sb.shutdown();
@@ -215,6 +216,7 @@ impl Monitor {
             std::thread::spawn(move || relay_signals(&*sandbox, INIT, tty));
         }
         let status = sandbox.wait(INIT);
+        logging::debug(&format!("monitor: container exited: {status:?}"));
         sandbox.shutdown();
         let _ = std::fs::remove_file(&ctl_path);
         match status {
