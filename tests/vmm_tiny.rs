@@ -49,6 +49,7 @@ fn long_mode_guest_writes_serial_and_resets() {
         console: Box::new(sink.clone()),
         disks: vec![],
         rng: false,
+        vsock: None,
     })
     .unwrap();
     assert_eq!(vm.wait(), VmEnd::Reset);
@@ -73,6 +74,7 @@ fn a_guest_that_spins_can_be_paused_and_stopped() {
         console: Box::new(std::io::sink()),
         disks: vec![],
         rng: false,
+        vsock: None,
     })
     .unwrap();
     assert!(vm.pause(), "every vCPU parks");
@@ -113,6 +115,7 @@ fn mmio_reads_and_writes_reach_the_virtio_transport() {
         console: Box::new(sink.clone()),
         disks: vec![],
         rng: true,
+        vsock: None,
     })
     .unwrap();
     assert_eq!(vm.wait(), VmEnd::Reset);

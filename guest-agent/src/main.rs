@@ -26,6 +26,7 @@ fn main() {
     ));
     if selftest::requested() {
         selftest::run(console);
+        selftest::vsock(console);
     }
     // No host link yet at this stage: end the VM cleanly.
     power_off();

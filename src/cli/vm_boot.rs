@@ -33,6 +33,9 @@ pub struct Args {
     /// Attach a virtio-rng device
     #[arg(long)]
     pub rng: bool,
+    /// Attach virtio-vsock, served on this host unix socket (hybrid mapping)
+    #[arg(long)]
+    pub vsock: Option<PathBuf>,
 }
 
 pub fn run(_ctx: &Ctx, args: Args) -> Result<i32> {
@@ -71,6 +74,7 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<i32> {
             })
             .collect(),
         rng: args.rng,
+        vsock: args.vsock.clone(),
     })
     .map_err(|e| CliError::Msg(e.to_string()))?;
     let end = vm.wait();

@@ -115,6 +115,7 @@ pub fn probe_user_space() -> Result<(), CheckError> {
         console: Box::new(out.clone()),
         disks: vec![],
         rng: false,
+        vsock: None,
     })
     .map_err(|e| perr(&e))?;
     let end = vm.wait_timeout(Duration::from_secs(10));

@@ -6,6 +6,7 @@ use super::bus::Bus;
 use super::devices::virtio::blk::Block;
 use super::devices::virtio::mmio::{MmioTransport, REG_QUEUE_NOTIFY};
 use super::devices::virtio::rng::Rng;
+use super::devices::virtio::vsock::Vsock;
 use super::devices::virtio::VirtioDevice;
 use super::devices::{i8042::I8042, serial::SerialDevice};
 use super::layout;
@@ -14,7 +15,7 @@ use super::vcpu::{self, Control, VcpuError, VmEnd};
 use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::thread::JoinHandleExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -71,7 +72,12 @@ pub struct VmConfig {
     /// Raw images or block devices, attached as /dev/vda, /dev/vdb, ...
     pub disks: Vec<DiskConfig>,
     pub rng: bool,
+    /// Host unix socket of the virtio-vsock device (guest CID 3), if any.
+    pub vsock: Option<PathBuf>,
 }
+
+/// The guest's vsock context id.
+pub const GUEST_CID: u64 = 3;
 
 #[derive(Debug, Clone)]
 pub struct DiskConfig {
@@ -134,6 +140,13 @@ impl Vm {
         }
         if cfg.rng {
             virtio.push(Box::new(Rng));
+        }
+        if let Some(path) = &cfg.vsock {
+            let v = Vsock::new(GUEST_CID, path).map_err(|source| VmError::Io {
+                what: "vsock socket",
+                source,
+            })?;
+            virtio.push(Box::new(v));
         }
         let mut mmio = Bus::default();
         let mut words: Vec<String> = BASE_CMDLINE.iter().map(|s| s.to_string()).collect();
@@ -340,7 +353,20 @@ impl Drop for DeviceLoop {
     }
 }
 
-type Notifier = (Arc<Mutex<MmioTransport>>, usize, EventFd);
+/// What the device thread waits on: a queue's ioeventfd, or a device's host fd.
+enum Watch {
+    Queue(Arc<Mutex<MmioTransport>>, usize, EventFd),
+    Host(Arc<Mutex<MmioTransport>>, RawFd),
+}
+
+impl Watch {
+    fn fd(&self) -> RawFd {
+        match self {
+            Watch::Queue(_, _, ev) => ev.as_raw_fd(),
+            Watch::Host(_, fd) => *fd,
+        }
+    }
+}
 
 /// Places each virtio device on the MMIO bus with its IRQ and ioeventfds and
 /// announces it on the kernel command line.
@@ -354,7 +380,7 @@ fn attach_virtio(
 ) -> Result<DeviceLoop, VmError> {
     let io = |what| move |source| VmError::Io { what, source };
     let setup = |what| move |source| VmError::Setup { what, source };
-    let mut notifiers: Vec<Notifier> = Vec::new();
+    let mut notifiers: Vec<Watch> = Vec::new();
     for (i, dev) in devices.into_iter().enumerate() {
         let base = layout::MMIO_START + i as u64 * layout::MMIO_DEVICE_SIZE;
         let irq = layout::VIRTIO_IRQ_BASE + i as u32;
@@ -368,13 +394,17 @@ fn attach_virtio(
             let _ = tx.lock().map(|tx| tx.send(VmEnd::Error(msg)));
         }));
         let queues = t.queue_count();
+        let host_fd = t.host_fd();
         let t = Arc::new(Mutex::new(t));
+        if let Some(fd) = host_fd {
+            notifiers.push(Watch::Host(t.clone(), fd));
+        }
         for q in 0..queues {
             let ev = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
             let addr = IoEventAddress::Mmio(base + REG_QUEUE_NOTIFY);
             vm.register_ioevent(&ev, &addr, q as u32)
                 .map_err(setup("KVM_IOEVENTFD"))?;
-            notifiers.push((t.clone(), q, ev));
+            notifiers.push(Watch::Queue(t.clone(), q, ev));
         }
         mmio.insert(base, layout::MMIO_DEVICE_SIZE, t);
         cmdline.push(format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
@@ -394,13 +424,13 @@ fn attach_virtio(
     Ok(DeviceLoop { stop, thread })
 }
 
-fn device_loop(notifiers: Vec<Notifier>, stop: EventFd) {
+fn device_loop(notifiers: Vec<Watch>, stop: EventFd) {
     let Ok(epoll) = Epoll::new() else { return };
     let stop_token = notifiers.len() as u64;
-    for (i, (_, _, ev)) in notifiers.iter().enumerate() {
+    for (i, w) in notifiers.iter().enumerate() {
         let _ = epoll.ctl(
             ControlOperation::Add,
-            ev.as_raw_fd(),
+            w.fd(),
             EpollEvent::new(EventSet::IN, i as u64),
         );
     }
@@ -421,9 +451,13 @@ fn device_loop(notifiers: Vec<Notifier>, stop: EventFd) {
             if token == stop_token {
                 return;
             }
-            if let Some((t, q, fd)) = notifiers.get(token as usize) {
-                let _ = fd.read();
-                t.lock().unwrap_or_else(|e| e.into_inner()).notify(*q);
+            match notifiers.get(token as usize) {
+                Some(Watch::Queue(t, q, fd)) => {
+                    let _ = fd.read();
+                    t.lock().unwrap_or_else(|e| e.into_inner()).notify(*q);
+                }
+                Some(Watch::Host(t, _)) => t.lock().unwrap_or_else(|e| e.into_inner()).host_event(),
+                None => {}
             }
         }
     }

@@ -69,6 +69,23 @@ t_microrun_vmm_virtio() {
   expect_eq "$(dd if="$img" bs=1 skip=4096 count=16 2>/dev/null | tr -d '\0')" ""
 }
 
+# virtio-vsock: the guest connects to host port 1024, which the hybrid
+# mapping turns into a connection to the unix socket PATH_1024.
+t_microrun_vmm_vsock() {
+  local sock=/tmp/e2e-vsock.sock log=/tmp/microrun-vm-vsock.log
+  rm -f "$sock" "${sock}_1024"
+  perl -MIO::Socket::UNIX -e '
+    my $l = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Local => $ARGV[0], Listen => 1) or die "listen: $!";
+    my $c = $l->accept or die "accept: $!";
+    my $line = <$c>; chomp $line; print $c "pong:$line\n"; close $c;' "${sock}_1024" &
+  local server=$!
+  timeout 120 "$MR" vm-boot --vsock "$sock" --append microrun.selftest --console "$log"
+  kill $server 2>/dev/null || true
+  cat "$log"
+  grep -q "selftest: vsock reply pong:ping" "$log"
+  test ! -e "$sock"
+}
+
 t_docker_echo() { expect_eq "$(docker run --rm --runtime microrun local/busybox echo hi)" "hi"; }
 t_docker_exit_code() { parity local/busybox sh -c 'exit 7'; }
 t_raw_cli_lifecycle() {
@@ -90,6 +107,7 @@ scenario guest-kernel-boots-agent t_guest_kernel_boots_agent
 scenario microrun-vmm-boots-agent t_microrun_vmm_boots_agent
 scenario microrun-vmm-smp t_microrun_vmm_smp
 scenario microrun-vmm-virtio t_microrun_vmm_virtio
+scenario microrun-vmm-vsock t_microrun_vmm_vsock
 if [ "${E2E_VM:-0}" = 1 ]; then
   scenario docker-echo t_docker_echo
   scenario docker-exit-code t_docker_exit_code

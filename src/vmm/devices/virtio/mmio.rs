@@ -123,13 +123,30 @@ impl MmioTransport {
         if !q.ready() {
             return;
         }
-        match self.device.process(index, q, &self.mem) {
-            Ok(true) => {
-                let needs = q.needs_notification(&self.mem).unwrap_or(true);
-                if needs {
-                    self.signal(INT_USED_BUFFER);
-                }
-            }
+        let res = self.device.process(index, q, &self.mem).and_then(|a| {
+            Ok(a | self
+                .device
+                .after_process(index, &mut self.queues, &self.mem)?)
+        });
+        self.finish(res);
+    }
+
+    /// Runs the device's host-side work (its `host_fd` became ready).
+    pub fn host_event(&mut self) {
+        if self.status & STATUS_DRIVER_OK == 0 || self.status & STATUS_NEEDS_RESET != 0 {
+            return;
+        }
+        let res = self.device.host_event(&mut self.queues, &self.mem);
+        self.finish(res);
+    }
+
+    pub fn host_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.device.host_fd()
+    }
+
+    fn finish(&mut self, res: Result<bool, DeviceError>) {
+        match res {
+            Ok(true) => self.signal(INT_USED_BUFFER),
             Ok(false) => {}
             Err(e) => self.fail(e),
         }

@@ -4,6 +4,7 @@
 pub mod blk;
 pub mod mmio;
 pub mod rng;
+pub mod vsock;
 
 use crate::vmm::memory::Memory;
 use thiserror::Error;
@@ -40,6 +41,23 @@ pub trait VirtioDevice: Send {
         mem: &Memory,
     ) -> Result<bool, DeviceError>;
     fn reset(&mut self) {}
+    /// A host-side fd whose readiness calls [`VirtioDevice::host_event`].
+    fn host_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+    /// Host-side work (e.g. a socket became readable); may use any queue.
+    fn host_event(&mut self, _queues: &mut [Queue], _mem: &Memory) -> Result<bool, DeviceError> {
+        Ok(false)
+    }
+    /// Runs after `process` with every queue at hand (replies on another queue).
+    fn after_process(
+        &mut self,
+        _index: usize,
+        _queues: &mut [Queue],
+        _mem: &Memory,
+    ) -> Result<bool, DeviceError> {
+        Ok(false)
+    }
 }
 
 /// Reads a device's config space as a byte array (little endian fields).
