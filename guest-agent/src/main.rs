@@ -2,8 +2,11 @@
 //! guest's base system up and announces itself on the console; the vsock
 //! link to the monitor and the container itself build on it.
 
+mod container;
+mod control;
 mod mounts;
 mod selftest;
+mod vsock;
 
 use std::io::Write;
 
@@ -27,9 +30,27 @@ fn main() {
     if selftest::requested() {
         selftest::run(console);
         selftest::vsock(console);
+        power_off();
     }
-    // No host link yet at this stage: end the VM cleanly.
-    power_off();
+    let listeners = vsock::Listener::bind(microrun_protocol::AGENT_PORT)
+        .and_then(|c| Ok((c, vsock::Listener::bind(microrun_protocol::STDIO_PORT)?)));
+    let (ctl, stdio) = match listeners {
+        Ok(l) => l,
+        Err(e) => {
+            console(&format!("microrun-agent: vsock: {e}"));
+            power_off();
+        }
+    };
+    // One monitor connection at a time; a dropped one may reconnect.
+    loop {
+        match ctl.accept() {
+            Ok(conn) => control::serve(conn, &stdio, console),
+            Err(e) => {
+                console(&format!("microrun-agent: accept: {e}"));
+                power_off();
+            }
+        }
+    }
 }
 
 fn console(line: &str) {
@@ -41,7 +62,7 @@ fn console(line: &str) {
 /// Ends the VM. Without ACPI a power-off cannot be signalled, so reboot:
 /// the kernel (reboot=k) resets through the i8042, which the VMM turns
 /// into the end of the VM.
-fn power_off() -> ! {
+pub(crate) fn power_off() -> ! {
     // SAFETY: sync and reboot take no pointers; as PID 1 we are allowed to.
     unsafe {
         libc::sync();

@@ -21,3 +21,56 @@ pub struct Hello {
     pub protocol: u32,
     pub agent: String,
 }
+
+/// Port of the stdio streams: each starts with one line naming the stream
+/// (`stdin`, `stdout` or `stderr`) of the container's init.
+pub const STDIO_PORT: u32 = 1025;
+
+/// The process to run, as much of the OCI process as the guest applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ProcessSpec {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+    #[serde(default)]
+    pub terminal: bool,
+}
+
+/// Host → agent requests on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Hello(Hello),
+    /// Prepare the container's init up to the start barrier. `rootfs` is a
+    /// path inside the guest.
+    Create {
+        process: ProcessSpec,
+        rootfs: String,
+        hostname: Option<String>,
+    },
+    Start,
+    Signal {
+        signal: i32,
+        all: bool,
+    },
+}
+
+/// Agent → host messages on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Hello(Hello),
+    Ok,
+    Error {
+        msg: String,
+    },
+    /// The init exited; sent only after its stdout and stderr are delivered.
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+}

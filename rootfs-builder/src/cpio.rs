@@ -20,6 +20,8 @@ pub struct Entry {
     pub path: String,
     pub mode: u32,
     pub kind: Kind,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl Entry {
@@ -46,71 +48,94 @@ fn pad4(w: &mut impl Write, len: usize) -> io::Result<()> {
     w.write_all(&[0u8; 3][..pad])
 }
 
-fn header(
-    w: &mut impl Write,
+struct Hdr<'a> {
     ino: u32,
     mode: u32,
+    uid: u32,
+    gid: u32,
     nlink: u32,
     size: usize,
     rdev: (u32, u32),
-    name: &str,
-) -> io::Result<()> {
-    let namesize = name.len() + 1;
-    // Fixed owner (0:0) and mtime (0): the same inputs give the same bytes.
+    name: &'a str,
+}
+
+fn header(w: &mut impl Write, h: Hdr<'_>) -> io::Result<()> {
+    let namesize = h.name.len() + 1;
+    // mtime is always 0: the same inputs give the same bytes.
     let fields = [
-        ino,
-        mode,
+        h.ino,
+        h.mode,
+        h.uid,
+        h.gid,
+        h.nlink,
+        0,
+        h.size as u32,
         0,
         0,
-        nlink,
-        0,
-        size as u32,
-        0,
-        0,
-        rdev.0,
-        rdev.1,
+        h.rdev.0,
+        h.rdev.1,
         namesize as u32,
         0,
     ];
-    let mut h = String::with_capacity(110);
-    h.push_str(MAGIC);
+    let mut out = String::with_capacity(110);
+    out.push_str(MAGIC);
     for f in fields {
-        h.push_str(&format!("{f:08x}"));
+        out.push_str(&format!("{f:08x}"));
     }
-    w.write_all(h.as_bytes())?;
-    w.write_all(name.as_bytes())?;
+    w.write_all(out.as_bytes())?;
+    w.write_all(h.name.as_bytes())?;
     w.write_all(&[0])?;
     pad4(w, 110 + namesize)
+}
+
+/// Writes one entry with inode number `ino`.
+pub fn write_entry(w: &mut impl Write, ino: u32, e: &Entry) -> io::Result<()> {
+    let data = e.data();
+    if data.len() > u32::MAX as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is too large for cpio", e.path),
+        ));
+    }
+    let rdev = match e.kind {
+        Kind::CharDev { major, minor } => (major, minor),
+        _ => (0, 0),
+    };
+    let hdr = Hdr {
+        ino,
+        mode: e.type_bits() | (e.mode & 0o7777),
+        uid: e.uid,
+        gid: e.gid,
+        nlink: if matches!(e.kind, Kind::Dir) { 2 } else { 1 },
+        size: data.len(),
+        rdev,
+        name: &e.path,
+    };
+    header(w, hdr)?;
+    w.write_all(data)?;
+    pad4(w, data.len())
+}
+
+pub fn write_trailer(w: &mut impl Write) -> io::Result<()> {
+    let hdr = Hdr {
+        ino: 0,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        nlink: 1,
+        size: 0,
+        rdev: (0, 0),
+        name: TRAILER,
+    };
+    header(w, hdr)
 }
 
 /// Writes the archive: every entry, then the trailer.
 pub fn write(w: &mut impl Write, entries: &[Entry]) -> io::Result<()> {
     for (i, e) in entries.iter().enumerate() {
-        let data = e.data();
-        if data.len() > u32::MAX as usize {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is too large for cpio", e.path),
-            ));
-        }
-        let rdev = match e.kind {
-            Kind::CharDev { major, minor } => (major, minor),
-            _ => (0, 0),
-        };
-        let nlink = if matches!(e.kind, Kind::Dir) { 2 } else { 1 };
-        header(
-            w,
-            i as u32 + 1,
-            e.type_bits() | (e.mode & 0o7777),
-            nlink,
-            data.len(),
-            rdev,
-            &e.path,
-        )?;
-        w.write_all(data)?;
-        pad4(w, data.len())?;
+        write_entry(w, i as u32 + 1, e)?;
     }
-    header(w, 0, 0, 1, 0, (0, 0), TRAILER)
+    write_trailer(w)
 }
 
 #[cfg(test)]
@@ -124,6 +149,8 @@ mod tests {
             path: "init".into(),
             mode: 0o755,
             kind: Kind::File(b"abc".to_vec()),
+            uid: 0,
+            gid: 0,
         }];
         write(&mut out, &entries).unwrap();
         assert!(out.starts_with(b"070701"));

@@ -28,6 +28,8 @@ pub fn entries(agent: Vec<u8>) -> Vec<Entry> {
             path: d.to_string(),
             mode: if *d == "tmp" { 0o1777 } else { 0o755 },
             kind: Kind::Dir,
+            uid: 0,
+            gid: 0,
         })
         .collect();
     // The kernel opens /dev/console for init's stdio before anything is mounted.
@@ -35,16 +37,22 @@ pub fn entries(agent: Vec<u8>) -> Vec<Entry> {
         path: "dev/console".into(),
         mode: 0o600,
         kind: Kind::CharDev { major: 5, minor: 1 },
+        uid: 0,
+        gid: 0,
     });
     v.push(Entry {
         path: "dev/null".into(),
         mode: 0o666,
         kind: Kind::CharDev { major: 1, minor: 3 },
+        uid: 0,
+        gid: 0,
     });
     v.push(Entry {
         path: "init".into(),
         mode: 0o755,
         kind: Kind::File(agent),
+        uid: 0,
+        gid: 0,
     });
     v.sort_by(|a, b| a.path.cmp(&b.path));
     v
@@ -59,6 +67,72 @@ pub fn build(agent: &Path) -> Result<Vec<u8>, BuildError> {
     let mut out = Vec::with_capacity(data.len() + 4096);
     cpio::write(&mut out, &entries(data))?;
     Ok(out)
+}
+
+/// Appends a directory tree (files, directories, symlinks; owners and
+/// modes kept, device nodes and sockets skipped) under `prefix` as a second
+/// cpio archive: the kernel unpacks concatenated archives in order.
+pub fn append_tree(w: &mut impl std::io::Write, dir: &Path, prefix: &str) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut ino: u32 = 1 << 20;
+    let mut total = 0u64;
+    let mut parts = String::new();
+    for comp in prefix.split('/').filter(|c| !c.is_empty()) {
+        if !parts.is_empty() {
+            parts.push('/');
+        }
+        parts.push_str(comp);
+        cpio::write_entry(
+            w,
+            ino,
+            &Entry {
+                path: parts.clone(),
+                mode: 0o755,
+                kind: Kind::Dir,
+                uid: 0,
+                gid: 0,
+            },
+        )?;
+        ino += 1;
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut names: Vec<_> = std::fs::read_dir(&d)?.filter_map(|e| e.ok()).collect();
+        names.sort_by_key(|e| e.file_name());
+        for e in names {
+            let p = e.path();
+            let md = std::fs::symlink_metadata(&p)?;
+            let rel = p
+                .strip_prefix(dir)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            let path = format!("{prefix}/{rel}");
+            let ft = md.file_type();
+            let kind = if ft.is_dir() {
+                stack.push(p.clone());
+                Kind::Dir
+            } else if ft.is_symlink() {
+                Kind::Symlink(std::fs::read_link(&p)?.to_string_lossy().into_owned())
+            } else if ft.is_file() {
+                total += md.len();
+                Kind::File(std::fs::read(&p)?)
+            } else {
+                continue;
+            };
+            let entry = Entry {
+                path,
+                mode: md.mode() & 0o7777,
+                kind,
+                uid: md.uid(),
+                gid: md.gid(),
+            };
+            cpio::write_entry(w, ino, &entry)?;
+            ino = ino.wrapping_add(1);
+        }
+    }
+    cpio::write_trailer(w)?;
+    Ok(total)
 }
 
 #[cfg(test)]

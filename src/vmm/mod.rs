@@ -10,6 +10,7 @@ pub mod layout;
 pub mod memory;
 pub mod mptable;
 pub mod probe;
+pub mod sandbox;
 pub mod vcpu;
 pub mod vm;
 
@@ -17,9 +18,7 @@ use crate::sandbox::{ContainerConfig, Sandbox, SandboxError};
 
 /// Builds the microVM sandbox for a container. Fails fast, with the host
 /// diagnosis, where KVM cannot run guests.
-pub fn factory(_config: ContainerConfig) -> Result<Box<dyn Sandbox>, SandboxError> {
-    check::probe().map_err(|e| SandboxError::Failed(e.to_string()))?;
-    Err(SandboxError::NotImplemented(
-        "running a container in the microVM is not implemented yet: the VM boots (microrun vm-boot), but the guest agent link is missing".into(),
-    ))
+pub fn factory(config: ContainerConfig) -> Result<Box<dyn Sandbox>, SandboxError> {
+    check::quick().map_err(|e| SandboxError::Failed(e.to_string()))?;
+    Ok(Box::new(sandbox::VmSandbox::new(config)))
 }

@@ -1,0 +1,60 @@
+//! AF_VSOCK stream sockets for the agent (std has none).
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+pub struct Listener(OwnedFd);
+
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+impl Listener {
+    pub fn bind(port: u32) -> io::Result<Listener> {
+        // SAFETY: plain socket(2); the result is checked.
+        let fd = check(unsafe {
+            libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+        })?;
+        // SAFETY: fd is a fresh socket we own.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let addr = libc::sockaddr_vm {
+            svm_family: libc::AF_VSOCK as libc::sa_family_t,
+            svm_reserved1: 0,
+            svm_port: port,
+            svm_cid: libc::VMADDR_CID_ANY,
+            svm_zero: [0; 4],
+        };
+        // SAFETY: addr is a valid sockaddr_vm and its size is passed.
+        check(unsafe {
+            libc::bind(
+                fd,
+                (&addr as *const libc::sockaddr_vm).cast(),
+                std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+            )
+        })?;
+        // SAFETY: listen on our socket.
+        check(unsafe { libc::listen(fd, 16) })?;
+        Ok(Listener(owned))
+    }
+
+    /// Any stream socket works behind UnixStream's Read/Write/shutdown.
+    pub fn accept(&self) -> io::Result<UnixStream> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: accept4 with null address pointers is allowed.
+        let fd = check(unsafe {
+            libc::accept4(
+                self.0.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        })?;
+        // SAFETY: fd is a fresh connected socket we own.
+        Ok(unsafe { UnixStream::from_raw_fd(fd) })
+    }
+}
