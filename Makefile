@@ -21,7 +21,8 @@ build: deps
 
 # The guest agent is a static-pie glibc binary (no musl target here).
 agent:
-	RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p microrun-agent --target $(AGENT_TARGET)
+	RUSTFLAGS='-C target-feature=+crt-static' LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
+	  cargo build --release -p microrun-agent --target $(AGENT_TARGET)
 
 initramfs: agent
 	@mkdir -p $(BUILD)

@@ -7,7 +7,6 @@ use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use thiserror::Error;
 
@@ -57,7 +56,7 @@ pub fn send_master(socket: &Path, pty: &Pty) -> Result<(), ConsoleError> {
         path: socket.display().to_string(),
         source,
     };
-    let sock = UnixStream::connect(socket).map_err(err)?;
+    let sock = crate::unixpath::connect(socket).map_err(err)?;
     fdpass::send(&sock, pty.name.as_bytes(), &[pty.master.as_raw_fd()]).map_err(err)?;
     Ok(())
 }

@@ -12,4 +12,5 @@ pub mod monitor;
 pub mod sandbox;
 pub mod signals;
 pub mod state;
+pub mod unixpath;
 pub mod vmm;

@@ -1,170 +1,440 @@
-//! The control stream from the monitor: hello, create, start, signal; the
-//! init's exit goes back once its stdout and stderr are delivered.
+//! The control stream from the monitor: one request at a time, one reply
+//! each; process exits are reported as they happen, each only once that
+//! process's stdout and stderr are delivered. The init's exit ends the VM.
 
-use crate::container::{self, Init};
-use crate::vsock::Listener;
+use crate::cgroup::Cgroup;
+use crate::init::HelperConfig;
+use crate::spawn::{self, ChildStdio, Spawned};
+use crate::stdio::{relay, shutdown_write, Streams};
 use microrun_protocol::frame::{self, Decoder};
-use microrun_protocol::{Hello, Reply, Request, PROTOCOL_VERSION};
+use microrun_protocol::{Hello, ProcessId, Reply, Request, PROTOCOL_VERSION};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
-type Out = Arc<Mutex<UnixStream>>;
+const INIT: ProcessId = 0;
+/// Exits of pids nobody registered yet (a process that died at once).
+const MAX_EARLY: usize = 1024;
+
+type Out = Arc<Mutex<Option<UnixStream>>>;
+/// A helper's stdio fds (none with a terminal), the terminal's stream, and
+/// the output relays to wait for.
+type Stdio = (Option<ChildStdio>, Option<UnixStream>, Vec<JoinHandle<()>>);
 
 fn send(out: &Out, reply: &Reply) {
     if let Ok(bytes) = frame::encode(reply) {
         if let Ok(mut o) = out.lock() {
-            let _ = o.write_all(&bytes);
+            if let Some(s) = o.as_mut() {
+                let _ = s.write_all(&bytes);
+            }
         }
     }
 }
 
-/// Accepts the three stdio streams, each announced by its name on a line.
-fn accept_stdio(l: &Listener) -> std::io::Result<[UnixStream; 3]> {
-    let mut slots: [Option<UnixStream>; 3] = [None, None, None];
-    while slots.iter().any(Option::is_none) {
-        let s = l.accept()?;
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        let mut r = &s;
-        while line.len() < 16 && r.read(&mut byte)? == 1 && byte[0] != b'\n' {
-            line.push(byte[0]);
-        }
-        let i = match &line[..] {
-            b"stdin" => 0,
-            b"stdout" => 1,
-            b"stderr" => 2,
-            _ => continue,
-        };
-        slots[i] = Some(s);
-    }
-    let [a, b, c] = slots;
-    Ok([
-        a.unwrap_or_else(|| unreachable!()),
-        b.unwrap_or_else(|| unreachable!()),
-        c.unwrap_or_else(|| unreachable!()),
-    ])
+struct Entry {
+    process: ProcessId,
+    relays: Vec<JoinHandle<()>>,
 }
 
-/// Serves one monitor connection until the init has exited.
-pub fn serve(ctl: UnixStream, stdio: &Listener, say: impl Fn(&str)) {
-    let Ok(w) = ctl.try_clone() else { return };
-    let out: Out = Arc::new(Mutex::new(w));
-    let mut reader = BufReader::new(ctl);
-    let mut dec = Decoder::new();
-    let mut init: Option<Init> = None;
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        let req = match dec.next_message::<Request>() {
-            Ok(Some(r)) => r,
-            Ok(None) => match reader.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    dec.feed(&buf[..n]);
-                    continue;
-                }
-            },
-            Err(e) => {
-                send(&out, &Reply::Error { msg: e.to_string() });
-                return;
+#[derive(Default)]
+struct Table {
+    by_pid: HashMap<libc::pid_t, Entry>,
+    early: HashMap<libc::pid_t, i32>,
+    masters: HashMap<ProcessId, OwnedFd>,
+    pids: HashMap<ProcessId, libc::pid_t>,
+}
+
+struct Container {
+    spec: Spec,
+    cgroup: Cgroup,
+    init: Spawned,
+}
+
+pub struct Agent {
+    out: Out,
+    table: Arc<Mutex<Table>>,
+    streams: Streams,
+    container: Option<Container>,
+    say: fn(&str),
+}
+
+fn err(msg: impl std::fmt::Display) -> Reply {
+    Reply::Error {
+        msg: msg.to_string(),
+    }
+}
+
+fn decode_status(status: i32) -> (Option<i32>, Option<i32>) {
+    if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (Some(libc::WEXITSTATUS(status)), None)
+    }
+}
+
+/// CLONE_NEW* flags for the spec's namespaces. The network namespace is
+/// the guest's own (its devices are the container's); namespaces to join by
+/// path and user namespaces are refused.
+fn clone_flags(spec: &Spec) -> Result<libc::c_int, String> {
+    let mut flags = 0;
+    let nss = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    for ns in nss {
+        let f = match ns.typ() {
+            LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+            LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+            LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+            LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+            LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+            LinuxNamespaceType::Network => continue,
+            other => {
+                return Err(format!(
+                    "{other:?} namespaces are not supported in microrun guests"
+                ))
             }
         };
-        let reply = match req {
-            Request::Hello(h) if h.protocol != PROTOCOL_VERSION => Reply::Error {
-                msg: format!(
-                    "protocol {} not supported (agent speaks {PROTOCOL_VERSION})",
-                    h.protocol
-                ),
-            },
+        if ns.path().is_some() {
+            return Err(format!(
+                "joining an existing {:?} namespace by path is not supported in microrun guests",
+                ns.typ()
+            ));
+        }
+        flags |= f;
+    }
+    // The container always gets its own mount namespace: its root is set
+    // up there.
+    Ok(flags | libc::CLONE_NEWNS)
+}
+
+impl Agent {
+    pub fn new(streams: Streams, say: fn(&str)) -> Agent {
+        let agent = Agent {
+            out: Arc::new(Mutex::new(None)),
+            table: Arc::default(),
+            streams,
+            container: None,
+            say,
+        };
+        agent.reap();
+        agent
+    }
+
+    /// Serves one monitor connection until it closes.
+    pub fn serve(&mut self, ctl: UnixStream) {
+        let Ok(w) = ctl.try_clone() else { return };
+        if let Ok(mut o) = self.out.lock() {
+            *o = Some(w);
+        }
+        let mut reader = BufReader::new(ctl);
+        let mut dec = Decoder::new();
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            let req = match dec.next_message::<Request>() {
+                Ok(Some(r)) => r,
+                Ok(None) => match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        dec.feed(&buf[..n]);
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    // A broken stream cannot be resynchronised: drop it.
+                    send(&self.out, &err(e));
+                    break;
+                }
+            };
+            let reply = self.handle(req);
+            send(&self.out, &reply);
+        }
+        if let Ok(mut o) = self.out.lock() {
+            *o = None;
+        }
+    }
+
+    fn handle(&mut self, req: Request) -> Reply {
+        match req {
+            Request::Hello(h) if h.protocol != PROTOCOL_VERSION => err(format!(
+                "protocol {} not supported (agent speaks {PROTOCOL_VERSION})",
+                h.protocol
+            )),
             Request::Hello(_) => Reply::Hello(Hello {
                 protocol: PROTOCOL_VERSION,
                 agent: env!("CARGO_PKG_VERSION").into(),
             }),
-            Request::Create { .. } if init.is_some() => Reply::Error {
-                msg: "container already created".into(),
+            Request::Create { .. } if self.container.is_some() => err("container already created"),
+            Request::Create { id: _, spec } => match self.create(*spec) {
+                Ok(()) => Reply::Ok,
+                Err(e) => err(e),
             },
-            Request::Create {
+            Request::Start => match self.container.as_mut().map(|c| c.init.start()) {
+                Some(Ok(())) => Reply::Ok,
+                Some(Err(e)) => err(format!("start: {e}")),
+                None => err("no container"),
+            },
+            Request::Signal {
                 process,
-                rootfs,
-                hostname,
-            } => {
-                let res = accept_stdio(stdio).and_then(|[i, o, e]| {
-                    container::create(&process, &rootfs, hostname.as_deref(), i, o, e)
-                });
-                match res {
-                    Ok(i) => {
-                        watch_exit(i.pid, out.clone(), &mut init, i);
-                        Reply::Ok
+                signal,
+                all,
+            } => self.signal(process, signal, all),
+            Request::Exec { process, spec } => match self.exec(process, &spec) {
+                Ok(()) => Reply::Ok,
+                Err(e) => err(e),
+            },
+            Request::Resize {
+                process,
+                rows,
+                cols,
+            } => self.resize(process, rows, cols),
+            Request::Stats => match &self.container {
+                Some(c) => Reply::Stats(c.cgroup.stats()),
+                None => err("no container"),
+            },
+            Request::Update { resources } => match &self.container {
+                Some(c) => match c.cgroup.apply(&resources) {
+                    Ok(()) => Reply::Ok,
+                    Err(e) => err(format!("update: {e}")),
+                },
+                None => err("no container"),
+            },
+        }
+    }
+
+    /// Claims the process's streams and makes the fds its helper starts with.
+    fn stdio(&self, process: ProcessId, terminal: bool) -> std::io::Result<Stdio> {
+        if terminal {
+            return Ok((None, Some(self.streams.claim(process, "tty")?), Vec::new()));
+        }
+        let sin = self.streams.claim(process, "stdin")?;
+        let sout = self.streams.claim(process, "stdout")?;
+        let serr = self.streams.claim(process, "stderr")?;
+        let (in_r, in_w) = spawn::pipe()?;
+        let (out_r, out_w) = spawn::pipe()?;
+        let (err_r, err_w) = spawn::pipe()?;
+        // stdin is not waited for: the host may keep it open forever.
+        relay(sin, std::fs::File::from(in_w), drop);
+        let relays = vec![
+            relay(std::fs::File::from(out_r), sout, shutdown_write),
+            relay(std::fs::File::from(err_r), serr, shutdown_write),
+        ];
+        let child = ChildStdio {
+            stdin: in_r,
+            stdout: out_w,
+            stderr: err_w,
+        };
+        Ok((Some(child), None, relays))
+    }
+
+    /// Registers a started process; relays of a terminal run on its master.
+    fn register(
+        &self,
+        process: ProcessId,
+        sp: &mut Spawned,
+        tty: Option<UnixStream>,
+        mut relays: Vec<JoinHandle<()>>,
+    ) -> std::io::Result<()> {
+        if let (Some(tty), Some(master)) = (tty, sp.master.take()) {
+            let r = std::fs::File::from(master.try_clone()?);
+            let w = std::fs::File::from(master.try_clone()?);
+            relay(tty.try_clone()?, w, drop);
+            relays.push(relay(r, tty, shutdown_write));
+            if let Ok(mut t) = self.table.lock() {
+                t.masters.insert(process, master);
+            }
+        }
+        let mut t = self
+            .table
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
+        t.pids.insert(process, sp.pid);
+        let entry = Entry { process, relays };
+        match t.early.remove(&sp.pid) {
+            Some(status) => {
+                drop(t);
+                finish(&self.out, entry, status);
+            }
+            None => {
+                t.by_pid.insert(sp.pid, entry);
+            }
+        }
+        Ok(())
+    }
+
+    fn create(&mut self, spec: Spec) -> Result<(), String> {
+        let process = spec.process().clone().ok_or("spec has no process")?;
+        let flags = clone_flags(&spec)?;
+        if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
+            (self.say)("microrun-agent: warning: apparmor/selinux labels do not apply in the guest; ignored");
+        }
+        let cgroup = Cgroup::create("container").map_err(|e| format!("cgroup: {e}"))?;
+        if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            cgroup.apply(r).map_err(|e| format!("cgroup limits: {e}"))?;
+        }
+        let terminal = process.terminal().unwrap_or(false);
+        let (child, tty, relays) = self.stdio(INIT, terminal).map_err(|e| e.to_string())?;
+        let cfg = HelperConfig::Init {
+            spec: Box::new(spec.clone()),
+        };
+        let mut init =
+            spawn::spawn(&cfg, flags, child, &cgroup.procs_file()).map_err(|e| e.to_string())?;
+        self.register(INIT, &mut init, tty, relays)
+            .map_err(|e| e.to_string())?;
+        self.container = Some(Container { spec, cgroup, init });
+        Ok(())
+    }
+
+    fn exec(&mut self, process: ProcessId, p: &Process) -> Result<(), String> {
+        let c = self.container.as_ref().ok_or("no container")?;
+        if process == INIT {
+            return Err("process 0 is the init".into());
+        }
+        let init_pid = c.init.pid;
+        let cfg = HelperConfig::Exec {
+            init_pid,
+            process: Box::new(p.clone()),
+            seccomp: c
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.seccomp().clone())
+                .map(Box::new),
+        };
+        let (child, tty, relays) = self
+            .stdio(process, p.terminal().unwrap_or(false))
+            .map_err(|e| e.to_string())?;
+        let procs = c.cgroup.procs_file();
+        // A thread of its own joins the container's pid namespace (which
+        // only affects that thread's children) and clones the helper.
+        let mut sp = std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(format!("/proc/{init_pid}/ns/pid"))?;
+                // SAFETY: an open pid namespace fd.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                spawn::spawn(&cfg, 0, child, &procs)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("exec thread panicked")))
+        })
+        .map_err(|e| e.to_string())?;
+        sp.barrier = None;
+        self.register(process, &mut sp, tty, relays)
+            .map_err(|e| e.to_string())
+    }
+
+    fn signal(&self, process: ProcessId, signal: i32, all: bool) -> Reply {
+        let Some(c) = &self.container else {
+            return err("no container");
+        };
+        let pids = if all {
+            c.cgroup.pids()
+        } else {
+            match self
+                .table
+                .lock()
+                .ok()
+                .and_then(|t| t.pids.get(&process).copied())
+            {
+                Some(p) => vec![p],
+                None => return err(format!("no process {process}")),
+            }
+        };
+        for pid in pids {
+            // SAFETY: kill with a pid and a number.
+            if unsafe { libc::kill(pid, signal) } != 0 && !all {
+                return err(format!("signal: {}", std::io::Error::last_os_error()));
+            }
+        }
+        Reply::Ok
+    }
+
+    fn resize(&self, process: ProcessId, rows: u16, cols: u16) -> Reply {
+        let Ok(t) = self.table.lock() else {
+            return err("poisoned");
+        };
+        let Some(m) = t.masters.get(&process) else {
+            return err(format!("process {process} has no terminal"));
+        };
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ with a valid winsize on a pty master.
+        if unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
+            return err(format!("resize: {}", std::io::Error::last_os_error()));
+        }
+        Reply::Ok
+    }
+
+    /// As PID 1, reaps every child and orphan; tracked ones are reported.
+    fn reap(&self) {
+        let table = self.table.clone();
+        let out = self.out.clone();
+        std::thread::spawn(move || loop {
+            let mut st = 0;
+            // SAFETY: waitpid(-1) with a valid status pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut st, 0) };
+            if pid < 0 {
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                continue;
+            }
+            let Ok(mut t) = table.lock() else { return };
+            match t.by_pid.remove(&pid) {
+                Some(entry) => {
+                    drop(t);
+                    let out = out.clone();
+                    std::thread::spawn(move || finish(&out, entry, st));
+                }
+                None => {
+                    if t.early.len() < MAX_EARLY {
+                        t.early.insert(pid, st);
                     }
-                    Err(e) => Reply::Error {
-                        msg: format!("create: {e}"),
-                    },
                 }
             }
-            Request::Start => match init.as_mut().map(Init::start) {
-                Some(Ok(())) => Reply::Ok,
-                Some(Err(e)) => Reply::Error {
-                    msg: format!("start: {e}"),
-                },
-                None => Reply::Error {
-                    msg: "no container".into(),
-                },
-            },
-            Request::Signal { signal, all } => match &init {
-                Some(i) => {
-                    // SAFETY: kill with a pid (or process group) and a number.
-                    let rc = unsafe { libc::kill(if all { -i.pid } else { i.pid }, signal) };
-                    if rc == 0 {
-                        Reply::Ok
-                    } else {
-                        Reply::Error {
-                            msg: format!("signal: {}", std::io::Error::last_os_error()),
-                        }
-                    }
-                }
-                None => Reply::Error {
-                    msg: "no container".into(),
-                },
-            },
-        };
-        send(&out, &reply);
-        let _ = &say;
+        });
     }
 }
 
-/// Waits for the init (reaping every orphan, as PID 1), then for its output
-/// to drain, then reports its exit and powers the VM off.
-fn watch_exit(pid: libc::pid_t, out: Out, slot: &mut Option<Init>, mut init: Init) {
-    let relays = std::mem::take(&mut init.relays);
-    *slot = Some(init);
-    std::thread::spawn(move || {
-        let status = loop {
-            let mut st = 0;
-            // SAFETY: waitpid(-1) with a valid status pointer.
-            let r = unsafe { libc::waitpid(-1, &mut st, 0) };
-            if r == pid {
-                break st;
-            }
-            if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                break 255 << 8;
-            }
-        };
-        for r in relays {
-            let _ = r.join();
-        }
-        let (code, signal) = if libc::WIFSIGNALED(status) {
-            (None, Some(libc::WTERMSIG(status)))
-        } else {
-            (Some(libc::WEXITSTATUS(status)), None)
-        };
-        send(&out, &Reply::Exited { code, signal });
-        // Give the monitor a moment to read it before the VM goes away.
-        if let Ok(o) = out.lock() {
-            let _ = o.shutdown(std::net::Shutdown::Write);
-            let mut r = &*o;
-            let mut b = [0u8; 1];
-            let _ = r.read(&mut b);
-        }
-        crate::power_off();
-    });
+/// Reports an exit once the process's output is delivered; the init's
+/// exit ends the VM once the monitor has read it.
+fn finish(out: &Out, entry: Entry, status: i32) {
+    for r in entry.relays {
+        let _ = r.join();
+    }
+    let (code, signal) = decode_status(status);
+    send(
+        out,
+        &Reply::Exited {
+            process: entry.process,
+            code,
+            signal,
+        },
+    );
+    if entry.process != INIT {
+        return;
+    }
+    // Give the monitor a moment to read it before the VM goes away.
+    let sock = out
+        .lock()
+        .ok()
+        .and_then(|o| o.as_ref().and_then(|s| s.try_clone().ok()));
+    if let Some(s) = sock {
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut b = [0u8; 1];
+        let _ = (&s).read(&mut b);
+    }
+    crate::power_off();
 }

@@ -1,16 +1,24 @@
-//! microrun's guest agent: PID 1 of every microVM. This stage brings the
-//! guest's base system up and announces itself on the console; the vsock
-//! link to the monitor and the container itself build on it.
+//! microrun's guest agent: PID 1 of every microVM. It brings the guest's
+//! base system up, then serves the monitor over vsock and builds and runs
+//! the container. Run as `microrun-agent container-init` it is instead the
+//! helper that sets up one container process (see init/).
 
-mod container;
+mod cgroup;
 mod control;
+mod fdpass;
+mod init;
 mod mounts;
 mod selftest;
+mod spawn;
+mod stdio;
 mod vsock;
 
 use std::io::Write;
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(init::ARG) {
+        init::main();
+    }
     if std::process::id() != 1 {
         eprintln!("microrun-agent must run as PID 1 inside a microrun guest");
         std::process::exit(1);
@@ -41,10 +49,13 @@ fn main() {
             power_off();
         }
     };
+    let streams = stdio::Streams::default();
+    streams.serve(stdio);
+    let mut agent = control::Agent::new(streams, console);
     // One monitor connection at a time; a dropped one may reconnect.
     loop {
         match ctl.accept() {
-            Ok(conn) => control::serve(conn, &stdio, console),
+            Ok(conn) => agent.serve(conn),
             Err(e) => {
                 console(&format!("microrun-agent: accept: {e}"));
                 power_off();

@@ -22,41 +22,60 @@ pub struct Hello {
     pub agent: String,
 }
 
-/// Port of the stdio streams: each starts with one line naming the stream
-/// (`stdin`, `stdout` or `stderr`) of the container's init.
+/// Port of the stdio streams. Each starts with one line `<process> <name>`:
+/// the process id (0 is the container's init, exec processes count up) and
+/// `stdin`, `stdout`, `stderr`, or `tty` for a terminal process's one stream.
 pub const STDIO_PORT: u32 = 1025;
 
-/// The process to run, as much of the OCI process as the guest applies.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct ProcessSpec {
-    pub args: Vec<String>,
-    pub env: Vec<String>,
-    pub cwd: String,
-    pub uid: u32,
-    pub gid: u32,
-    #[serde(default)]
-    pub additional_gids: Vec<u32>,
-    #[serde(default)]
-    pub terminal: bool,
-}
+/// Identifies a process of the container: 0 is its init.
+pub type ProcessId = u32;
+
+/// The names a stdio stream's first line may carry.
+pub const STREAM_NAMES: [&str; 4] = ["stdin", "stdout", "stderr", "tty"];
 
 /// Host → agent requests on the control stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Hello(Hello),
-    /// Prepare the container's init up to the start barrier. `rootfs` is a
-    /// path inside the guest.
+    /// Prepare the container's init up to the start barrier. The spec is the
+    /// bundle's, with `root.path` and bind-mount sources rewritten to paths
+    /// inside the guest and the hooks (which run on the host) removed.
     Create {
-        process: ProcessSpec,
-        rootfs: String,
-        hostname: Option<String>,
+        id: String,
+        spec: Box<oci_spec::runtime::Spec>,
     },
     Start,
+    /// Signal one process, or with `all` every process of the container.
     Signal {
+        process: ProcessId,
         signal: i32,
         all: bool,
     },
+    /// Start an extra process; its stdio streams must be open first.
+    Exec {
+        process: ProcessId,
+        spec: Box<oci_spec::runtime::Process>,
+    },
+    Resize {
+        process: ProcessId,
+        rows: u16,
+        cols: u16,
+    },
+    Stats,
+    Update {
+        resources: Box<oci_spec::runtime::LinuxResources>,
+    },
+}
+
+/// Resource figures of the container's cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub cpu_usage_ns: u64,
+    pub memory_usage_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub pids_current: u64,
+    pub pids_limit: u64,
 }
 
 /// Agent → host messages on the control stream.
@@ -68,8 +87,11 @@ pub enum Reply {
     Error {
         msg: String,
     },
-    /// The init exited; sent only after its stdout and stderr are delivered.
+    Stats(Stats),
+    /// A process exited; sent only after its stdout and stderr are
+    /// delivered. The init's exit ends the VM.
     Exited {
+        process: ProcessId,
         code: Option<i32>,
         signal: Option<i32>,
     },

@@ -70,14 +70,22 @@ pub fn build(agent: &Path) -> Result<Vec<u8>, BuildError> {
 }
 
 /// Appends a directory tree (files, directories, symlinks; owners and
-/// modes kept, device nodes and sockets skipped) under `prefix` as a second
-/// cpio archive: the kernel unpacks concatenated archives in order.
+/// modes kept, device nodes and sockets skipped), or a single file, at
+/// `prefix` as a further cpio archive: the kernel unpacks concatenated
+/// archives in order. Returns the bytes of file data written.
 pub fn append_tree(w: &mut impl std::io::Write, dir: &Path, prefix: &str) -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let mut ino: u32 = 1 << 20;
     let mut total = 0u64;
     let mut parts = String::new();
-    for comp in prefix.split('/').filter(|c| !c.is_empty()) {
+    let top = std::fs::metadata(dir)?;
+    let comps: Vec<&str> = prefix.split('/').filter(|c| !c.is_empty()).collect();
+    let parents = if top.is_dir() {
+        &comps[..]
+    } else {
+        &comps[..comps.len().saturating_sub(1)]
+    };
+    for comp in parents {
         if !parts.is_empty() {
             parts.push('/');
         }
@@ -94,6 +102,20 @@ pub fn append_tree(w: &mut impl std::io::Write, dir: &Path, prefix: &str) -> std
             },
         )?;
         ino += 1;
+    }
+    if !top.is_dir() {
+        let data = std::fs::read(dir)?;
+        total += data.len() as u64;
+        let entry = Entry {
+            path: comps.join("/"),
+            mode: top.mode() & 0o7777,
+            kind: Kind::File(data),
+            uid: top.uid(),
+            gid: top.gid(),
+        };
+        cpio::write_entry(w, ino, &entry)?;
+        cpio::write_trailer(w)?;
+        return Ok(total);
     }
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

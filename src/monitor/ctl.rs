@@ -70,7 +70,7 @@ pub enum Response {
 
 /// Sends one request and waits for its response.
 pub fn call(socket: &Path, req: &Request, fds: &[RawFd]) -> Result<Response, CtlError> {
-    let mut sock = UnixStream::connect(socket).map_err(CtlError::Connect)?;
+    let mut sock = crate::unixpath::connect(socket).map_err(CtlError::Connect)?;
     let mut line = serde_json::to_vec(req).map_err(|e| CtlError::Malformed(e.to_string()))?;
     line.push(b'\n');
     let n = fdpass::send(&sock, &line, fds)?;

@@ -156,7 +156,7 @@ fn prepare(
 
     let ctl_path = state::ctl_socket_path(&args.root, &args.id);
     let _ = std::fs::remove_file(&ctl_path);
-    let listener = UnixListener::bind(&ctl_path).map_err(|source| {
+    let listener = crate::unixpath::bind(&ctl_path).map_err(|source| {
         sandbox.shutdown();
         MonitorError::Io {
             what: "bind control socket",

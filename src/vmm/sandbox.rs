@@ -1,9 +1,10 @@
 //! The production sandbox: the container runs in a microVM whose guest
 //! agent the monitor drives over virtio-vsock.
 //!
-//! The rootfs reaches the guest, for now, as a copy: a cpio archive of the
-//! bundle's rootfs appended to the initramfs (virtio-fs sharing is the
-//! planned replacement; see docs/architecture.md).
+//! The rootfs and the sources of bind mounts reach the guest, for now, as
+//! copies: cpio archives appended to the initramfs (virtio-fs sharing is the
+//! planned replacement; see docs/architecture.md). Writes to them stay in
+//! the VM.
 
 use super::image;
 use super::vcpu::VmEnd;
@@ -12,13 +13,14 @@ use crate::sandbox::{
     ContainerConfig, ExitStatus, ProcessId, ProcessIo, Sandbox, SandboxError, Stats, INIT,
 };
 use microrun_protocol::frame::{self, Decoder};
-use microrun_protocol::{
-    Hello, ProcessSpec, Reply, Request, AGENT_PORT, PROTOCOL_VERSION, STDIO_PORT,
-};
-use oci_spec::runtime::{LinuxResources, Process};
+use microrun_protocol::{Hello, Reply, Request, AGENT_PORT, PROTOCOL_VERSION, STDIO_PORT};
+use oci_spec::runtime::{LinuxResources, Mount, Process, Spec};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant};
 const DEFAULT_MEM: u64 = 256 << 20;
 const AGENT_RESERVE: u64 = 64 << 20;
 const GUEST_ROOTFS: &str = "container/rootfs";
+const GUEST_MOUNTS: &str = "container/mounts";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -40,9 +43,13 @@ pub struct VmSandbox {
     vm: Mutex<Option<Vm>>,
     ctl: Mutex<Option<UnixStream>>,
     replies: Mutex<Option<Receiver<Reply>>>,
-    /// The init's exit, set by the reader thread.
-    exit: Arc<ExitSlot>,
-    relays: Mutex<Vec<JoinHandle<()>>>,
+    /// Process exits, set by the reader thread.
+    exits: Arc<Exits>,
+    /// Each process's output relays, joined before its exit is reported.
+    relays: Mutex<HashMap<ProcessId, Vec<JoinHandle<()>>>>,
+    next_exec: AtomicU32,
+    /// Bind mounts whose sources were copied in: (index in mounts, guest path).
+    binds: Mutex<Vec<(usize, String)>>,
 }
 
 impl VmSandbox {
@@ -52,8 +59,10 @@ impl VmSandbox {
             vm: Mutex::new(None),
             ctl: Mutex::new(None),
             replies: Mutex::new(None),
-            exit: Arc::new(ExitSlot::default()),
-            relays: Mutex::new(Vec::new()),
+            exits: Arc::new(Exits::default()),
+            relays: Mutex::new(HashMap::new()),
+            next_exec: AtomicU32::new(1),
+            binds: Mutex::new(Vec::new()),
         }
     }
 
@@ -95,10 +104,82 @@ impl VmSandbox {
             &std::fs::read(base).map_err(|e| fail(format!("read {}: {e}", base.display())))?,
         )
         .map_err(fail)?;
-        let bytes = rootfs_builder::append_tree(&mut f, &self.config.rootfs, GUEST_ROOTFS)
+        let mut bytes = rootfs_builder::append_tree(&mut f, &self.config.rootfs, GUEST_ROOTFS)
             .map_err(|e| fail(format!("copy rootfs {}: {e}", self.config.rootfs.display())))?;
+        let mounts = self.config.spec.mounts().clone().unwrap_or_default();
+        let mut binds = Vec::new();
+        for (i, m) in mounts.iter().enumerate() {
+            let Some(src) = bind_source(m) else { continue };
+            let guest = format!("{GUEST_MOUNTS}/{i}");
+            bytes += rootfs_builder::append_tree(&mut f, src, &guest)
+                .map_err(|e| fail(format!("copy bind mount source {}: {e}", src.display())))?;
+            binds.push((i, format!("/{guest}")));
+        }
+        *self.binds.lock().map_err(fail)? = binds;
         f.flush().map_err(fail)?;
         Ok((out, bytes))
+    }
+
+    /// The spec as the guest needs it: its root and bind sources at their
+    /// guest paths, without the hooks (they run here).
+    fn guest_spec(&self) -> Result<Spec, SandboxError> {
+        let mut spec = self.config.spec.clone();
+        spec.set_hooks(None);
+        if let Some(root) = spec.root_mut() {
+            root.set_path(PathBuf::from(format!("/{GUEST_ROOTFS}")));
+        }
+        let binds = self.binds.lock().map_err(fail)?.clone();
+        if let Some(mounts) = spec.mounts_mut() {
+            for (i, guest) in binds {
+                if let Some(m) = mounts.get_mut(i) {
+                    m.set_source(Some(PathBuf::from(guest)));
+                }
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Opens a process's stdio streams and relays them to `io`.
+    fn open_stdio(&self, process: ProcessId, io: ProcessIo) -> Result<(), SandboxError> {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        let open = |name: &str| -> Result<UnixStream, SandboxError> {
+            let mut s = self.connect(STDIO_PORT, deadline)?;
+            s.write_all(format!("{process} {name}\n").as_bytes())
+                .map_err(fail)?;
+            Ok(s)
+        };
+        let mut out_relays = Vec::new();
+        match io {
+            ProcessIo::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                let in_s = open("stdin")?;
+                let out_s = open("stdout")?;
+                let err_s = open("stderr")?;
+                let in_w = in_s.try_clone().map_err(fail)?;
+                // stdin is not waited for: a caller may keep it open forever.
+                copy_thread(std::fs::File::from(stdin), in_w, Some(in_s));
+                out_relays.push(copy_thread(out_s, std::fs::File::from(stdout), None));
+                out_relays.push(copy_thread(err_s, std::fs::File::from(stderr), None));
+            }
+            ProcessIo::Terminal(fd) => {
+                let tty = open("tty")?;
+                let w = dup_file(&fd)?;
+                copy_thread(
+                    std::fs::File::from(fd),
+                    tty.try_clone().map_err(fail)?,
+                    None,
+                );
+                out_relays.push(copy_thread(tty, w, None));
+            }
+        }
+        self.relays
+            .lock()
+            .map_err(fail)?
+            .insert(process, out_relays);
+        Ok(())
     }
 
     /// Connects to a guest vsock port through the hybrid unix socket.
@@ -109,7 +190,7 @@ impl VmSandbox {
                     "the VM ended before its agent answered: {end:?}"
                 )));
             }
-            if let Ok(mut s) = UnixStream::connect(self.vsock_path()) {
+            if let Ok(mut s) = crate::unixpath::connect(&self.vsock_path()) {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
                 if s.write_all(format!("CONNECT {port}\n").as_bytes()).is_ok() {
                     let mut line = String::new();
@@ -131,21 +212,22 @@ impl VmSandbox {
         self.vm.lock().ok()?.as_ref()?.wait_timeout(Duration::ZERO)
     }
 
+    /// One request, one reply. The connection stays locked throughout, so
+    /// concurrent callers cannot take each other's replies.
     fn call(&self, req: &Request) -> Result<Reply, SandboxError> {
         let bytes = frame::encode(req).map_err(fail)?;
-        self.ctl
-            .lock()
-            .map_err(fail)?
-            .as_mut()
+        let mut ctl = self.ctl.lock().map_err(fail)?;
+        ctl.as_mut()
             .ok_or_else(|| fail("no agent connection"))?
             .write_all(&bytes)
             .map_err(|e| fail(format!("agent connection: {e}")))?;
         let rx = self.replies.lock().map_err(fail)?;
-        match rx
+        let reply = rx
             .as_ref()
             .ok_or_else(|| fail("no agent connection"))?
-            .recv_timeout(REPLY_TIMEOUT)
-        {
+            .recv_timeout(REPLY_TIMEOUT);
+        drop(ctl);
+        match reply {
             Ok(Reply::Error { msg }) => Err(SandboxError::Failed(format!("guest agent: {msg}"))),
             Ok(r) => Ok(r),
             Err(_) => Err(fail("the guest agent did not answer")),
@@ -153,36 +235,77 @@ impl VmSandbox {
     }
 }
 
-#[derive(Default)]
-struct ExitSlot {
-    status: Mutex<Option<ExitStatus>>,
-    cv: Condvar,
-}
-
-impl ExitSlot {
-    fn set(&self, st: ExitStatus, only_if_unset: bool) {
-        if let Ok(mut e) = self.status.lock() {
-            if !(only_if_unset && e.is_some()) {
-                *e = Some(st);
-            }
-        }
-        self.cv.notify_all();
+fn bind_source(m: &Mount) -> Option<&Path> {
+    let bind = m.typ().as_deref() == Some("bind")
+        || m.options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind");
+    if bind {
+        m.source().as_deref()
+    } else {
+        None
     }
 }
 
-/// Reads agent messages: replies go to `call`, the exit to `wait`.
-fn reader_loop(mut s: UnixStream, tx: mpsc::Sender<Reply>, exit: Arc<ExitSlot>) {
+fn dup_file(fd: &OwnedFd) -> Result<std::fs::File, SandboxError> {
+    Ok(std::fs::File::from(fd.try_clone().map_err(fail)?))
+}
+
+/// Exits of the container's processes, as the agent reports them. `None`
+/// under `dead` means the VM went away: every process is gone.
+#[derive(Default)]
+struct Exits {
+    done: Mutex<(HashMap<ProcessId, ExitStatus>, bool)>,
+    cv: Condvar,
+}
+
+impl Exits {
+    fn set(&self, process: ProcessId, st: ExitStatus) {
+        if let Ok(mut e) = self.done.lock() {
+            e.0.insert(process, st);
+        }
+        self.cv.notify_all();
+    }
+
+    fn vm_gone(&self) {
+        if let Ok(mut e) = self.done.lock() {
+            e.1 = true;
+        }
+        self.cv.notify_all();
+    }
+
+    fn wait(&self, process: ProcessId) -> Result<ExitStatus, SandboxError> {
+        let mut e = self.done.lock().map_err(fail)?;
+        loop {
+            if let Some(st) = e.0.get(&process) {
+                return Ok(*st);
+            }
+            if e.1 {
+                return Ok(ExitStatus::Signal(libc::SIGKILL));
+            }
+            e = self.cv.wait(e).map_err(fail)?;
+        }
+    }
+}
+
+/// Reads agent messages: replies go to `call`, exits to `wait`.
+fn reader_loop(mut s: UnixStream, tx: mpsc::Sender<Reply>, exits: Arc<Exits>) {
     let mut dec = Decoder::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
         match dec.next_message::<Reply>() {
-            Ok(Some(Reply::Exited { code, signal })) => {
+            Ok(Some(Reply::Exited {
+                process,
+                code,
+                signal,
+            })) => {
                 let st = match (code, signal) {
                     (_, Some(sig)) => ExitStatus::Signal(sig),
                     (Some(c), None) => ExitStatus::Code(c),
                     (None, None) => ExitStatus::Code(255),
                 };
-                exit.set(st, false);
+                exits.set(process, st);
                 continue;
             }
             Ok(Some(r)) => {
@@ -197,20 +320,8 @@ fn reader_loop(mut s: UnixStream, tx: mpsc::Sender<Reply>, exit: Arc<ExitSlot>) 
             Ok(n) => dec.feed(&buf[..n]),
         }
     }
-    // The agent is gone without reporting an exit: the VM died.
-    exit.set(ExitStatus::Signal(libc::SIGKILL), true);
-}
-
-fn process_spec(p: &Process) -> ProcessSpec {
-    ProcessSpec {
-        args: p.args().clone().unwrap_or_default(),
-        env: p.env().clone().unwrap_or_default(),
-        cwd: p.cwd().display().to_string(),
-        uid: p.user().uid(),
-        gid: p.user().gid(),
-        additional_gids: p.user().additional_gids().clone().unwrap_or_default(),
-        terminal: p.terminal().unwrap_or(false),
-    }
+    // The agent is gone: whatever did not report an exit died with the VM.
+    exits.vm_gone();
 }
 
 fn copy_thread(
@@ -260,8 +371,8 @@ impl Sandbox for VmSandbox {
         let (tx, rx) = mpsc::channel();
         *self.ctl.lock().map_err(fail)? = Some(ctl);
         *self.replies.lock().map_err(fail)? = Some(rx);
-        let exit = self.exit.clone();
-        std::thread::spawn(move || reader_loop(reader, tx, exit));
+        let exits = self.exits.clone();
+        std::thread::spawn(move || reader_loop(reader, tx, exits));
         match self.call(&Request::Hello(Hello {
             protocol: PROTOCOL_VERSION,
             agent: String::new(),
@@ -272,46 +383,12 @@ impl Sandbox for VmSandbox {
     }
 
     fn create(&self, io: ProcessIo) -> Result<(), SandboxError> {
-        let ProcessIo::Pipes {
-            stdin,
-            stdout,
-            stderr,
-        } = io
-        else {
-            return Err(SandboxError::NotImplemented(
-                "terminals (process.terminal) are not implemented in the microVM yet".into(),
-            ));
-        };
-        let process = self
-            .config
-            .spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| fail("no process"))?;
-        let deadline = Instant::now() + REPLY_TIMEOUT;
-        let mut streams = Vec::new();
-        for name in ["stdin", "stdout", "stderr"] {
-            let mut s = self.connect(STDIO_PORT, deadline)?;
-            s.write_all(format!("{name}\n").as_bytes()).map_err(fail)?;
-            streams.push(s);
-        }
-        let hostname = self.config.spec.hostname().clone();
+        self.open_stdio(INIT, io)?;
         let req = Request::Create {
-            process: process_spec(process),
-            rootfs: format!("/{GUEST_ROOTFS}"),
-            hostname,
+            id: self.config.id.clone(),
+            spec: Box::new(self.guest_spec()?),
         };
-        self.call(&req)?;
-        let err_s = streams.pop().ok_or_else(|| fail("stdio"))?;
-        let out_s = streams.pop().ok_or_else(|| fail("stdio"))?;
-        let in_s = streams.pop().ok_or_else(|| fail("stdio"))?;
-        let in_w = in_s.try_clone().map_err(fail)?;
-        // stdin is not waited for: a caller may keep it open forever.
-        copy_thread(std::fs::File::from(stdin), in_w, Some(in_s));
-        let mut relays = self.relays.lock().map_err(fail)?;
-        relays.push(copy_thread(out_s, std::fs::File::from(stdout), None));
-        relays.push(copy_thread(err_s, std::fs::File::from(stderr), None));
-        Ok(())
+        self.call(&req).map(|_| ())
     }
 
     fn start(&self) -> Result<(), SandboxError> {
@@ -319,45 +396,60 @@ impl Sandbox for VmSandbox {
     }
 
     fn signal(&self, process: ProcessId, signal: i32, all: bool) -> Result<(), SandboxError> {
-        if process != INIT {
-            return Err(SandboxError::NoSuchProcess);
-        }
-        self.call(&Request::Signal { signal, all }).map(|_| ())
+        self.call(&Request::Signal {
+            process,
+            signal,
+            all,
+        })
+        .map(|_| ())
     }
 
-    fn exec(&self, _process: &Process, _io: ProcessIo) -> Result<ProcessId, SandboxError> {
-        Err(SandboxError::NotImplemented(
-            "exec in the microVM is not implemented yet".into(),
-        ))
+    fn exec(&self, process: &Process, io: ProcessIo) -> Result<ProcessId, SandboxError> {
+        let id = self.next_exec.fetch_add(1, Ordering::Relaxed);
+        self.open_stdio(id, io)?;
+        let req = Request::Exec {
+            process: id,
+            spec: Box::new(process.clone()),
+        };
+        match self.call(&req) {
+            Ok(_) => Ok(id),
+            Err(e) => {
+                self.relays.lock().map_err(fail)?.remove(&id);
+                Err(e)
+            }
+        }
     }
 
     fn wait(&self, process: ProcessId) -> Result<ExitStatus, SandboxError> {
-        if process != INIT {
-            return Err(SandboxError::NoSuchProcess);
-        }
-        let mut e = self.exit.status.lock().map_err(fail)?;
-        while e.is_none() {
-            e = self.exit.cv.wait(e).map_err(fail)?;
-        }
-        let st = e.unwrap_or(ExitStatus::Code(255));
-        drop(e);
+        let st = self.exits.wait(process)?;
         // Exit status only after stdout and stderr are fully delivered.
-        for r in self.relays.lock().map_err(fail)?.drain(..) {
+        let relays = self.relays.lock().map_err(fail)?.remove(&process);
+        for r in relays.into_iter().flatten() {
             let _ = r.join();
         }
         Ok(st)
     }
 
-    fn resize(&self, _process: ProcessId, _rows: u16, _cols: u16) -> Result<(), SandboxError> {
-        Err(SandboxError::NotImplemented(
-            "terminals are not implemented in the microVM yet".into(),
-        ))
+    fn resize(&self, process: ProcessId, rows: u16, cols: u16) -> Result<(), SandboxError> {
+        self.call(&Request::Resize {
+            process,
+            rows,
+            cols,
+        })
+        .map(|_| ())
     }
 
     fn stats(&self) -> Result<Stats, SandboxError> {
-        Err(SandboxError::NotImplemented(
-            "stats from the microVM are not implemented yet".into(),
-        ))
+        match self.call(&Request::Stats)? {
+            Reply::Stats(s) => Ok(Stats {
+                cpu_usage_ns: s.cpu_usage_ns,
+                memory_usage_bytes: s.memory_usage_bytes,
+                memory_limit_bytes: s.memory_limit_bytes,
+                pids_current: s.pids_current,
+                pids_limit: s.pids_limit,
+            }),
+            r => Err(fail(format!("guest agent: unexpected reply {r:?}"))),
+        }
     }
 
     fn pause(&self) -> Result<(), SandboxError> {
@@ -378,10 +470,11 @@ impl Sandbox for VmSandbox {
         }
     }
 
-    fn update(&self, _resources: &LinuxResources) -> Result<(), SandboxError> {
-        Err(SandboxError::NotImplemented(
-            "update in the microVM is not implemented yet".into(),
-        ))
+    fn update(&self, resources: &LinuxResources) -> Result<(), SandboxError> {
+        self.call(&Request::Update {
+            resources: Box::new(resources.clone()),
+        })
+        .map(|_| ())
     }
 
     fn host_pids(&self) -> Result<Vec<i32>, SandboxError> {

@@ -8,4 +8,4 @@ share=$top/build/share
 bash "$here/stage.sh" "$share"
 trap 'bash "$here/testhost" down' EXIT
 timeout 1500 bash "$here/testhost" up "$share"
-timeout 1800 bash "$here/testhost" run "E2E_VM=${E2E_VM:-0} bash /mnt/share/e2e/suite.sh"
+timeout 1800 bash "$here/testhost" run "E2E_ONLY='${E2E_ONLY:-}' bash /mnt/share/e2e/suite.sh"

@@ -1,7 +1,5 @@
 #!/usr/bin/env bash
 # The full-stack suite, run inside the emulated test host.
-# E2E_VM=1 adds the scenarios that boot microVMs through docker/containerd
-# (they need the VMM and guest agent).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -88,12 +86,50 @@ t_microrun_vmm_vsock() {
 
 t_docker_echo() { expect_eq "$(docker run --rm --runtime microrun local/busybox echo hi)" "hi"; }
 t_docker_exit_code() { parity local/busybox sh -c 'exit 7'; }
-t_raw_cli_lifecycle() {
-  local b; b=$(mktemp -d)
-  mkdir -p "$b/rootfs"; docker export "$(docker create local/busybox)" | tar -C "$b/rootfs" -x
-  (cd "$b" && "$MR" spec && sed -i 's/"terminal": true/"terminal": false/; s/"sh"/"echo", "raw-hi"/' config.json)
-  expect_eq "$("$MR" run --bundle "$b" e2e-raw)" "raw-hi"
+# A busybox bundle for the raw CLI: bundle DIR ARGS-JSON
+bundle() {
+  local b=$1 args=$2 c
+  rm -rf "$b"; mkdir -p "$b/rootfs"
+  c=$(docker create local/busybox sh)
+  docker export "$c" | tar -C "$b/rootfs" -x
+  docker rm "$c" >/dev/null
+  (cd "$b" && "$MR" spec && python3 - "$args" <<'PY'
+import json, sys
+c = json.load(open("config.json"))
+c["process"]["terminal"] = False
+c["process"]["args"] = json.loads(sys.argv[1])
+json.dump(c, open("config.json", "w"), indent=2)
+PY
+  )
 }
+
+t_raw_cli_lifecycle() {
+  local b=/tmp/e2e-raw
+  bundle "$b" '["sh", "-c", "read x; echo got $x; exit 3"]'
+  "$MR" delete --force e2e-raw 2>/dev/null || true
+  exec 3< <(sleep 2; echo line)
+  "$MR" create --bundle "$b" e2e-raw <&3 >/tmp/e2e-raw.out 2>&1 &
+  local creator=$!
+  for _ in $(seq 600); do "$MR" state e2e-raw 2>/dev/null | grep -q '"status": "created"' && break; sleep 0.2; done
+  "$MR" state e2e-raw | grep '"status": "created"'
+  "$MR" start e2e-raw
+  for _ in $(seq 600); do "$MR" state e2e-raw | grep -q '"status": "stopped"' && break; sleep 0.2; done
+  "$MR" state e2e-raw | grep '"status": "stopped"'
+  wait $creator || true
+  "$MR" delete e2e-raw
+  expect_eq "$(cat /tmp/e2e-raw.out)" "got line"
+  ! "$MR" state e2e-raw 2>/dev/null
+  test ! -e /run/microrun/e2e-raw
+}
+
+t_raw_cli_run() {
+  local b=/tmp/e2e-run
+  bundle "$b" '["echo", "raw-hi"]'
+  expect_eq "$("$MR" run --bundle "$b" e2e-run)" "raw-hi"
+  bundle "$b" '["sh", "-c", "exit 7"]'
+  "$MR" run --bundle "$b" e2e-run && return 1 || test $? -eq 7
+}
+
 t_ctr_run() {
   ctr image ls -q | grep -q local/busybox || docker save local/busybox | ctr image import - >/dev/null
   expect_eq "$(ctr run --rm --runc-binary "$MR" docker.io/local/busybox:latest e2e-ctr echo hi)" "hi"
@@ -108,10 +144,9 @@ scenario microrun-vmm-boots-agent t_microrun_vmm_boots_agent
 scenario microrun-vmm-smp t_microrun_vmm_smp
 scenario microrun-vmm-virtio t_microrun_vmm_virtio
 scenario microrun-vmm-vsock t_microrun_vmm_vsock
-if [ "${E2E_VM:-0}" = 1 ]; then
-  scenario docker-echo t_docker_echo
-  scenario docker-exit-code t_docker_exit_code
-  scenario raw-cli-lifecycle t_raw_cli_lifecycle
-  scenario ctr-run t_ctr_run
-fi
+scenario docker-echo t_docker_echo
+scenario docker-exit-code t_docker_exit_code
+scenario raw-cli-run t_raw_cli_run
+scenario raw-cli-lifecycle t_raw_cli_lifecycle
+scenario ctr-run t_ctr_run
 summary

@@ -90,7 +90,7 @@ pub struct Muxer {
 impl Muxer {
     pub fn new(guest_cid: u64, path: &Path) -> std::io::Result<Muxer> {
         let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)?;
+        let listener = crate::unixpath::bind(path)?;
         listener.set_nonblocking(true)?;
         let epoll = Epoll::new()?;
         epoll.ctl(
@@ -356,7 +356,9 @@ impl Muxer {
             return self.rst(key);
         }
         let target = format!("{}_{}", self.path.display(), key.0);
-        match UnixStream::connect(&target).and_then(|s| s.set_nonblocking(true).map(|_| s)) {
+        match crate::unixpath::connect(Path::new(&target))
+            .and_then(|s| s.set_nonblocking(true).map(|_| s))
+        {
             Ok(s) => {
                 self.conns.insert(key, Conn::new(s, State::Established));
                 let h = self.header(key, OP_RESPONSE);

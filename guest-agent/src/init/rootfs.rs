@@ -1,0 +1,491 @@
+//! The container's root inside the guest: the spec's mounts, devices,
+//! hostname and sysctls, the switch into the root, masked and read-only
+//! paths. The guest's own root is the initramfs, where pivot_root is not
+//! allowed, so the root is entered by moving it onto `/` and chrooting (as
+//! switch_root and runc's no-pivot mode do); the VM is the isolation
+//! boundary, and the mount namespace hides the agent's files.
+
+use super::InitError;
+use oci_spec::runtime::{LinuxDeviceType, Mount, Spec};
+use std::ffi::CString;
+use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::path::{Component, Path, PathBuf};
+
+fn cstr(s: &str) -> Result<CString, InitError> {
+    CString::new(s).map_err(|_| InitError(format!("NUL byte in {s:?}")))
+}
+
+fn cpath(p: &Path) -> Result<CString, InitError> {
+    cstr(&p.to_string_lossy())
+}
+
+fn mount(
+    src: Option<&str>,
+    dst: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<(), InitError> {
+    let s = src.map(cstr).transpose()?;
+    let t = fstype.map(cstr).transpose()?;
+    let o = data.filter(|d| !d.is_empty()).map(cstr).transpose()?;
+    let d = cpath(dst)?;
+    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is null or a valid NUL-terminated string.
+    let rc = unsafe { libc::mount(ptr(&s), d.as_ptr(), ptr(&t), flags, ptr(&o).cast()) };
+    if rc != 0 {
+        return Err(InitError::io(
+            format!(
+                "mount {} on {} ({})",
+                src.unwrap_or("-"),
+                dst.display(),
+                fstype.unwrap_or("-")
+            ),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Joins `path` under `root`, resolving symlinks as if `root` were `/`, so
+/// a hostile image cannot point a mount outside its root.
+pub fn secure_join(root: &Path, path: &Path) -> Result<PathBuf, InitError> {
+    let mut out = root.to_path_buf();
+    let mut pending: Vec<PathBuf> = path
+        .components()
+        .rev()
+        .map(|c| PathBuf::from(c.as_os_str()))
+        .collect();
+    let mut links = 0;
+    while let Some(c) = pending.pop() {
+        match c.components().next() {
+            None | Some(Component::RootDir) | Some(Component::CurDir) => continue,
+            Some(Component::ParentDir) => {
+                if out != root {
+                    out.pop();
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let next = out.join(&c);
+        match std::fs::read_link(&next) {
+            Ok(target) => {
+                links += 1;
+                if links > 40 {
+                    return Err(InitError(format!(
+                        "too many symlinks in {}",
+                        path.display()
+                    )));
+                }
+                if target.is_absolute() {
+                    out = root.to_path_buf();
+                }
+                pending.extend(
+                    target
+                        .components()
+                        .rev()
+                        .map(|c| PathBuf::from(c.as_os_str())),
+                );
+            }
+            Err(_) => out = next,
+        }
+    }
+    Ok(out)
+}
+
+/// mount(8)-style options: flags, propagation flags, and the rest as data.
+pub fn parse_options(opts: &[String]) -> (libc::c_ulong, libc::c_ulong, String) {
+    let (mut flags, mut prop) = (0, 0);
+    let mut data = Vec::new();
+    for o in opts {
+        let (set, clear, p): (libc::c_ulong, libc::c_ulong, libc::c_ulong) = match o.as_str() {
+            "defaults" => (0, 0, 0),
+            "ro" => (libc::MS_RDONLY, 0, 0),
+            "rw" => (0, libc::MS_RDONLY, 0),
+            "nosuid" => (libc::MS_NOSUID, 0, 0),
+            "suid" => (0, libc::MS_NOSUID, 0),
+            "nodev" => (libc::MS_NODEV, 0, 0),
+            "dev" => (0, libc::MS_NODEV, 0),
+            "noexec" => (libc::MS_NOEXEC, 0, 0),
+            "exec" => (0, libc::MS_NOEXEC, 0),
+            "sync" => (libc::MS_SYNCHRONOUS, 0, 0),
+            "async" => (0, libc::MS_SYNCHRONOUS, 0),
+            "dirsync" => (libc::MS_DIRSYNC, 0, 0),
+            "mand" => (libc::MS_MANDLOCK, 0, 0),
+            "nomand" => (0, libc::MS_MANDLOCK, 0),
+            "noatime" => (libc::MS_NOATIME, 0, 0),
+            "atime" => (0, libc::MS_NOATIME, 0),
+            "nodiratime" => (libc::MS_NODIRATIME, 0, 0),
+            "diratime" => (0, libc::MS_NODIRATIME, 0),
+            "relatime" => (libc::MS_RELATIME, 0, 0),
+            "norelatime" => (0, libc::MS_RELATIME, 0),
+            "strictatime" => (libc::MS_STRICTATIME, 0, 0),
+            "nostrictatime" => (0, libc::MS_STRICTATIME, 0),
+            "bind" => (libc::MS_BIND, 0, 0),
+            "rbind" => (libc::MS_BIND | libc::MS_REC, 0, 0),
+            "private" => (0, 0, libc::MS_PRIVATE),
+            "rprivate" => (0, 0, libc::MS_PRIVATE | libc::MS_REC),
+            "shared" => (0, 0, libc::MS_SHARED),
+            "rshared" => (0, 0, libc::MS_SHARED | libc::MS_REC),
+            "slave" => (0, 0, libc::MS_SLAVE),
+            "rslave" => (0, 0, libc::MS_SLAVE | libc::MS_REC),
+            "unbindable" => (0, 0, libc::MS_UNBINDABLE),
+            "runbindable" => (0, 0, libc::MS_UNBINDABLE | libc::MS_REC),
+            // runc-only hints with no meaning here.
+            "tmpcopyup" | "rro" | "rrw" => (0, 0, 0),
+            other => {
+                data.push(other.to_string());
+                (0, 0, 0)
+            }
+        };
+        flags = (flags | set) & !clear;
+        prop |= p;
+    }
+    (flags, prop, data.join(","))
+}
+
+fn mount_one(root: &Path, m: &Mount) -> Result<(), InitError> {
+    let dest = secure_join(root, m.destination())?;
+    let opts = m.options().clone().unwrap_or_default();
+    let (flags, prop, data) = parse_options(&opts);
+    let typ = m.typ().as_deref().unwrap_or("");
+    let src = m
+        .source()
+        .as_ref()
+        .map(|s| s.to_string_lossy().into_owned());
+    if flags & libc::MS_BIND != 0 || typ == "bind" {
+        let src =
+            src.ok_or_else(|| InitError(format!("bind mount {} without source", dest.display())))?;
+        let is_dir = std::fs::metadata(&src)
+            .map_err(|e| InitError::io(format!("bind source {src}"), e))?
+            .is_dir();
+        make_target(&dest, is_dir)?;
+        mount(
+            Some(&src),
+            &dest,
+            None,
+            libc::MS_BIND | (flags & libc::MS_REC),
+            None,
+        )?;
+        let extra = flags & !(libc::MS_BIND | libc::MS_REC);
+        if extra != 0 {
+            mount(
+                None,
+                &dest,
+                None,
+                extra | libc::MS_BIND | libc::MS_REMOUNT,
+                None,
+            )?;
+        }
+    } else {
+        make_target(&dest, true)?;
+        // The guest has cgroup v2 only: a v1 "cgroup" mount means cgroup2.
+        let fstype = if typ == "cgroup" { "cgroup2" } else { typ };
+        let data = if fstype == "cgroup2" { "" } else { &data };
+        mount(src.as_deref(), &dest, Some(fstype), flags, Some(data))?;
+    }
+    if prop != 0 {
+        mount(None, &dest, None, prop, None)?;
+    }
+    Ok(())
+}
+
+fn make_target(dest: &Path, dir: bool) -> Result<(), InitError> {
+    let err = |e| InitError::io(format!("create mount point {}", dest.display()), e);
+    if dir {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dest)
+            .map_err(err)
+    } else {
+        if let Some(p) = dest.parent() {
+            std::fs::create_dir_all(p).map_err(err)?;
+        }
+        if !dest.exists() {
+            std::fs::File::create(dest).map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+fn mknod(
+    path: &Path,
+    kind: libc::mode_t,
+    mode: u32,
+    major: i64,
+    minor: i64,
+) -> Result<(), InitError> {
+    let _ = std::fs::remove_file(path);
+    let p = cpath(path)?;
+    let dev = libc::makedev(major as u32, minor as u32);
+    // SAFETY: a valid path and plain integers.
+    if unsafe { libc::mknod(p.as_ptr(), kind | (mode & 0o7777), dev) } != 0 {
+        return Err(InitError::io(
+            format!("mknod {}", path.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: as above; mknod's mode is filtered by the umask.
+    unsafe { libc::chmod(p.as_ptr(), mode & 0o7777) };
+    Ok(())
+}
+
+/// The devices every container gets (as runc creates them), plus the spec's.
+fn devices(root: &Path, spec: &Spec) -> Result<(), InitError> {
+    let dev = root.join("dev");
+    for (name, minor_major) in [
+        ("null", (1, 3)),
+        ("zero", (1, 5)),
+        ("full", (1, 7)),
+        ("random", (1, 8)),
+        ("urandom", (1, 9)),
+        ("tty", (5, 0)),
+    ] {
+        mknod(
+            &dev.join(name),
+            libc::S_IFCHR,
+            0o666,
+            minor_major.0,
+            minor_major.1,
+        )?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        let p = dev.join(name);
+        if std::fs::symlink_metadata(&p).is_err() {
+            symlink(target, &p)
+                .map_err(|e| InitError::io(format!("symlink {}", p.display()), e))?;
+        }
+    }
+    let extra = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().clone())
+        .unwrap_or_default();
+    for d in extra {
+        let path = secure_join(root, d.path())?;
+        if let Some(p) = path.parent() {
+            let _ = std::fs::create_dir_all(p);
+        }
+        let kind = match d.typ() {
+            LinuxDeviceType::B => libc::S_IFBLK,
+            LinuxDeviceType::P => libc::S_IFIFO,
+            _ => libc::S_IFCHR,
+        };
+        mknod(
+            &path,
+            kind,
+            d.file_mode().unwrap_or(0o666),
+            d.major(),
+            d.minor(),
+        )?;
+        let p = cpath(&path)?;
+        // SAFETY: a valid path and ids.
+        unsafe { libc::chown(p.as_ptr(), d.uid().unwrap_or(0), d.gid().unwrap_or(0)) };
+    }
+    Ok(())
+}
+
+fn sysctls(root: &Path, spec: &Spec) -> Result<(), InitError> {
+    let Some(map) = spec.linux().as_ref().and_then(|l| l.sysctl().clone()) else {
+        return Ok(());
+    };
+    for (k, v) in map {
+        if k.is_empty() || k.contains("..") || k.starts_with('/') {
+            return Err(InitError(format!("invalid sysctl {k}")));
+        }
+        let p = root.join("proc/sys").join(k.replace('.', "/"));
+        std::fs::write(&p, v.as_bytes()).map_err(|e| InitError::io(format!("sysctl {k}"), e))?;
+    }
+    Ok(())
+}
+
+fn mask_and_protect(spec: &Spec) -> Result<(), InitError> {
+    let Some(linux) = spec.linux().as_ref() else {
+        return Ok(());
+    };
+    for p in linux.masked_paths().clone().unwrap_or_default() {
+        let path = Path::new(&p);
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                mount(Some("tmpfs"), path, Some("tmpfs"), libc::MS_RDONLY, None)?
+            }
+            Ok(_) => mount(Some("/dev/null"), path, None, libc::MS_BIND, None)?,
+            Err(_) => {}
+        }
+    }
+    for p in linux.readonly_paths().clone().unwrap_or_default() {
+        let path = Path::new(&p);
+        if path.exists() {
+            mount(Some(&p), path, None, libc::MS_BIND | libc::MS_REC, None)?;
+            mount(
+                None,
+                path,
+                None,
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC,
+                None,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the container's root and enters it. Runs as the container's init,
+/// already in its new mount, uts, ipc and pid namespaces.
+pub fn setup(spec: &Spec) -> Result<(), InitError> {
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .ok_or_else(|| InitError("spec has no root".into()))?;
+    let prop = match spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().as_deref())
+    {
+        Some("shared") => libc::MS_SHARED,
+        Some("slave") => libc::MS_SLAVE,
+        _ => libc::MS_PRIVATE,
+    };
+    mount(None, Path::new("/"), None, prop | libc::MS_REC, None)?;
+    mount(
+        Some(&root.to_string_lossy()),
+        &root,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    for m in &mounts {
+        mount_one(&root, m)?;
+    }
+    if mounts
+        .iter()
+        .any(|m| m.destination() == Path::new("/dev") && m.typ().as_deref() != Some("bind"))
+    {
+        devices(&root, spec)?;
+    }
+    sysctls(&root, spec)?;
+    if let Some(h) = spec.hostname() {
+        let c = cstr(h)?;
+        // SAFETY: pointer and length of a valid buffer.
+        if unsafe { libc::sethostname(c.as_ptr(), h.len()) } != 0 {
+            return Err(InitError::io(
+                "sethostname",
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    if let Some(d) = spec.domainname() {
+        let c = cstr(d)?;
+        // SAFETY: as above.
+        unsafe { libc::setdomainname(c.as_ptr(), d.len()) };
+    }
+    enter(&root)?;
+    mask_and_protect(spec)?;
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        mount(
+            None,
+            Path::new("/"),
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// Moves the root mount onto `/` and chroots into it.
+fn enter(root: &Path) -> Result<(), InitError> {
+    std::env::set_current_dir(root).map_err(|e| InitError::io("chdir root", e))?;
+    mount(Some("."), Path::new("/"), None, libc::MS_MOVE, None)?;
+    // SAFETY: a static path.
+    if unsafe { libc::chroot(c".".as_ptr()) } != 0 {
+        return Err(InitError::io("chroot", std::io::Error::last_os_error()));
+    }
+    std::env::set_current_dir("/").map_err(|e| InitError::io("chdir /", e))
+}
+
+/// An exec joins the init's namespaces (the agent already put it in the
+/// pid namespace and the cgroup) and its root.
+pub fn join(init_pid: i32) -> Result<(), InitError> {
+    let open =
+        |p: String| std::fs::File::open(&p).map_err(|e| InitError::io(format!("open {p}"), e));
+    let root = open(format!("/proc/{init_pid}/root"))?;
+    let mut nss = Vec::new();
+    for (name, flag) in [
+        ("cgroup", libc::CLONE_NEWCGROUP),
+        ("ipc", libc::CLONE_NEWIPC),
+        ("uts", libc::CLONE_NEWUTS),
+        ("mnt", libc::CLONE_NEWNS),
+    ] {
+        nss.push((name, flag, open(format!("/proc/{init_pid}/ns/{name}"))?));
+    }
+    for (name, flag, f) in &nss {
+        use std::os::fd::AsRawFd;
+        // SAFETY: an open namespace fd and its type.
+        if unsafe { libc::setns(f.as_raw_fd(), *flag) } != 0 {
+            return Err(InitError::io(
+                format!("join {name} namespace"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: fchdir on an open directory, then chroot to it.
+    if unsafe { libc::fchdir(root.as_raw_fd()) } != 0 || unsafe { libc::chroot(c".".as_ptr()) } != 0
+    {
+        return Err(InitError::io(
+            "enter the container root",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    std::env::set_current_dir("/").map_err(|e| InitError::io("chdir /", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_into_flags_propagation_and_data() {
+        let o = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (f, p, d) = parse_options(&o(&["nosuid", "ro", "mode=755", "rprivate", "size=65536k"]));
+        assert_eq!(f, libc::MS_NOSUID | libc::MS_RDONLY);
+        assert_eq!(p, libc::MS_PRIVATE | libc::MS_REC);
+        assert_eq!(d, "mode=755,size=65536k");
+        let (f, _, _) = parse_options(&o(&["ro", "rw", "rbind"]));
+        assert_eq!(f, libc::MS_BIND | libc::MS_REC);
+    }
+
+    #[test]
+    fn secure_join_keeps_symlinks_inside_the_root() {
+        let t = std::env::temp_dir().join(format!("sj-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&t);
+        std::fs::create_dir_all(t.join("a")).unwrap();
+        symlink("/etc", t.join("abs")).unwrap();
+        symlink("../../../../x", t.join("a/up")).unwrap();
+        assert_eq!(
+            secure_join(&t, Path::new("/abs/passwd")).unwrap(),
+            t.join("etc/passwd")
+        );
+        assert_eq!(
+            secure_join(&t, Path::new("/a/up/y")).unwrap(),
+            t.join("x/y")
+        );
+        assert_eq!(secure_join(&t, Path::new("/../../z")).unwrap(), t.join("z"));
+        std::fs::remove_dir_all(&t).unwrap();
+    }
+}
