@@ -8,7 +8,7 @@ AGENT := target/$(AGENT_TARGET)/release/microrun-agent
 MICRORUN := target/release/microrun
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build deps agent initramfs kernel test unit e2e e2e-shell demo bench install clean fmt clippy
+.PHONY: all build deps agent initramfs kernel test unit fuzz e2e e2e-shell demo bench install clean fmt clippy
 
 all: build
 
@@ -34,12 +34,18 @@ kernel: deps initramfs
 
 # The README's test command: unit + integration tests, then the full-stack
 # suite in the emulated test host.
-test: unit e2e
+test: unit fuzz e2e
 
 unit: deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features test-double -- -D warnings
 	cargo test --workspace --features test-double
+
+# The protocol decoder under libFuzzer (stable toolchain: no sanitizer).
+FUZZ_SECONDS ?= 30
+fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+	cd fuzz && cargo fuzz run --sanitizer none protocol_decoder -- -max_total_time=$(FUZZ_SECONDS)
 
 e2e: build kernel
 	bash tests/e2e/run.sh

@@ -425,16 +425,11 @@ fn finish(out: &Out, entry: Entry, status: i32) {
     if entry.process != INIT {
         return;
     }
-    // Give the monitor a moment to read it before the VM goes away.
-    let sock = out
-        .lock()
-        .ok()
-        .and_then(|o| o.as_ref().and_then(|s| s.try_clone().ok()));
-    if let Some(s) = sock {
-        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-        let _ = s.shutdown(std::net::Shutdown::Write);
-        let mut b = [0u8; 1];
-        let _ = (&s).read(&mut b);
+    // Output may still be queued in the guest's vsock buffers, waiting for
+    // credit: the VM must live until the monitor has drained it and closes
+    // the control stream (it ends the VM itself right after).
+    while out.lock().map(|o| o.is_some()).unwrap_or(false) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     crate::power_off();
 }

@@ -40,6 +40,12 @@ fn main() {
         selftest::vsock(console);
         power_off();
     }
+    // Binding works without a transport too: check for the device, so a VM
+    // without one (the QEMU boot check) ends instead of waiting forever.
+    if !vsock::device_present() {
+        console("microrun-agent: no virtio-vsock device; nothing to serve");
+        power_off();
+    }
     let listeners = vsock::Listener::bind(microrun_protocol::AGENT_PORT)
         .and_then(|c| Ok((c, vsock::Listener::bind(microrun_protocol::STDIO_PORT)?)));
     let (ctl, stdio) = match listeners {

@@ -58,3 +58,13 @@ impl Listener {
         Ok(unsafe { UnixStream::from_raw_fd(fd) })
     }
 }
+
+/// Whether a virtio-vsock device is bound to its driver.
+pub fn device_present() -> bool {
+    std::fs::read_dir("/sys/bus/virtio/drivers/vmw_vsock_virtio_transport")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("virtio"))
+        })
+        .unwrap_or(false)
+}

@@ -8,7 +8,7 @@ use thiserror::Error;
 /// Largest frame either side accepts (stdio travels on separate streams).
 pub const MAX_FRAME: usize = 1 << 20;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum FrameError {
     #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
     TooLarge(usize),
@@ -28,9 +28,12 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
 }
 
 /// Incremental decoder: feed bytes as they arrive, take whole messages out.
+/// After an oversized frame the stream cannot be resynchronised: the
+/// decoder drops what it holds and reports that error from then on.
 #[derive(Default)]
 pub struct Decoder {
     buf: Vec<u8>,
+    broken: Option<FrameError>,
 }
 
 impl Decoder {
@@ -39,16 +42,28 @@ impl Decoder {
     }
 
     pub fn feed(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        if self.broken.is_none() {
+            self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// Bytes held for the next message.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
     }
 
     /// The next complete message, None if more bytes are needed.
     pub fn next_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        if let Some(e) = &self.broken {
+            return Err(e.clone());
+        }
         if self.buf.len() < 4 {
             return Ok(None);
         }
         let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
         if len > MAX_FRAME {
+            self.buf = Vec::new();
+            self.broken = Some(FrameError::TooLarge(len));
             return Err(FrameError::TooLarge(len));
         }
         if self.buf.len() < 4 + len {
@@ -90,6 +105,10 @@ mod tests {
             d.next_message::<Hello>(),
             Err(FrameError::TooLarge(_))
         ));
+        // Nothing more is buffered once the stream is known to be broken.
+        d.feed(&[0u8; 4096]);
+        assert_eq!(d.buffered(), 0);
+        assert!(d.next_message::<Hello>().is_err());
         let mut d = Decoder::new();
         d.feed(&[0, 0, 0, 2, b'{', b'x']);
         assert!(matches!(

@@ -489,3 +489,51 @@ impl Sandbox for VmSandbox {
         let _ = std::fs::remove_file(self.vsock_path());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_reader(bytes: &[u8]) -> (Arc<Exits>, Receiver<Reply>) {
+        let (mut host_side, agent_side) = UnixStream::pair().unwrap();
+        let exits = Arc::new(Exits::default());
+        let (tx, rx) = mpsc::channel();
+        let e = exits.clone();
+        let t = std::thread::spawn(move || reader_loop(agent_side, tx, e));
+        host_side.write_all(bytes).unwrap();
+        drop(host_side);
+        t.join().unwrap();
+        (exits, rx)
+    }
+
+    #[test]
+    fn exits_and_replies_are_routed() {
+        let mut bytes = frame::encode(&Reply::Ok).unwrap();
+        bytes.extend(
+            frame::encode(&Reply::Exited {
+                process: 2,
+                code: Some(3),
+                signal: None,
+            })
+            .unwrap(),
+        );
+        let (exits, rx) = run_reader(&bytes);
+        assert_eq!(rx.try_recv().unwrap(), Reply::Ok);
+        assert_eq!(exits.wait(2).unwrap(), ExitStatus::Code(3));
+        // The stream ended without the init's exit: it died with the VM.
+        assert_eq!(exits.wait(INIT).unwrap(), ExitStatus::Signal(libc::SIGKILL));
+    }
+
+    #[test]
+    fn a_hostile_agent_cannot_hang_or_crash_the_reader() {
+        for bytes in [
+            u32::MAX.to_be_bytes().to_vec(),
+            vec![0, 0, 0, 3, b'{', b'{', b'{'],
+            b"\x00\x00\x00\x10{\"reply\":\"nope\"}".to_vec(),
+        ] {
+            let (exits, rx) = run_reader(&bytes);
+            assert!(rx.try_recv().is_err());
+            assert_eq!(exits.wait(INIT).unwrap(), ExitStatus::Signal(libc::SIGKILL));
+        }
+    }
+}

@@ -18,6 +18,6 @@ fi
 # Executables mapped from the 9p share have crashed in ld.so (stale or torn
 # pages after the host replaced the file): run microrun from a local copy,
 # bind-mounted over the share's path so docker's runtime path still works.
-if mountpoint -q /mnt/share/bin/microrun; then umount /mnt/share/bin/microrun; fi
+if mountpoint -q /mnt/share/bin/microrun; then umount -l /mnt/share/bin/microrun; fi
 install -D -m 0755 /mnt/share/bin/microrun /var/lib/microrun-e2e/microrun
 mount --bind /var/lib/microrun-e2e/microrun /mnt/share/bin/microrun

@@ -86,6 +86,57 @@ t_microrun_vmm_vsock() {
 
 t_docker_echo() { expect_eq "$(docker run --rm --runtime microrun local/busybox echo hi)" "hi"; }
 t_docker_exit_code() { parity local/busybox sh -c 'exit 7'; }
+
+# stdout and stderr stay apart; stdin reaches the workload and EOF ends it.
+t_docker_stdio() {
+  expect_eq "$(docker run --rm --runtime microrun local/busybox sh -c 'echo out; echo err >&2' 2>/dev/null)" "out"
+  expect_eq "$(docker run --rm --runtime microrun local/busybox sh -c 'echo out; echo err >&2' 2>&1 >/dev/null)" "err"
+  expect_eq "$(printf 'hello\nworld\n' | docker run -i --rm --runtime microrun local/busybox cat)" "$(printf 'hello\nworld')"
+}
+
+# 10 MiB of output arrives intact, and before the exit status.
+t_docker_bulk_output() {
+  local a b
+  a=$(docker run --rm --runtime runc local/busybox sh -c 'seq 1 1400000' | md5sum)
+  b=$(docker run --rm --runtime microrun local/busybox sh -c 'seq 1 1400000' | md5sum)
+  expect_eq "$b" "$a"
+  expect_eq "$(docker run --rm --runtime microrun local/busybox sh -c 'seq 1 1400000' | wc -c)" "10088896"
+}
+
+# What the workload sees of itself: the same as under runc.
+t_docker_inside() {
+  parity -h inside-host -e FOO=bar -w /tmp -u 1000:1000 --group-add 1001 --ulimit nofile=1000:2000 \
+    local/busybox sh -c 'hostname; echo $FOO; pwd; id; ulimit -n; ulimit -Hn; grep -E "^(Cap|NoNewPrivs|Seccomp:)" /proc/self/status'
+  parity --security-opt no-new-privileges local/busybox grep NoNewPrivs /proc/self/status
+  parity -m 64m --pids-limit 50 --cpus 1.5 local/busybox cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max
+  parity local/busybox sh -c 'echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo writable || echo read-only; cat /proc/timer_list | wc -c'
+  # Docker's default seccomp profile refuses what it must.
+  parity local/busybox sh -c 'unshare -U true 2>/dev/null && echo allowed || echo refused'
+}
+
+# kill through docker: SIGKILL gives 137; an exec'd process has its own exit code.
+t_docker_kill_and_exec() {
+  local c
+  c=$(docker run -d --runtime microrun local/busybox sleep 100)
+  expect_eq "$(docker exec "$c" echo from-exec)" "from-exec"
+  docker exec "$c" sh -c 'exit 3' && return 1 || test $? -eq 3
+  expect_eq "$(docker exec "$c" sh -c 'echo a & echo b & wait' | sort | tr -d '\n')" "ab"
+  docker kill -s KILL "$c" >/dev/null
+  expect_eq "$(docker wait "$c")" "137"
+  docker rm "$c" >/dev/null
+}
+
+# A terminal: the size set on the client's terminal reaches the guest pty.
+t_docker_tty() {
+  local out
+  out=$(script -qec "stty rows 33 cols 101; docker run -t --rm --runtime microrun local/busybox sh -c 'stty size; tty'" /dev/null | tr -d '\r')
+  echo "$out"
+  echo "$out" | grep -qx "33 101"
+  echo "$out" | grep -qx "/dev/pts/0"
+  out=$(script -qec "stty rows 20 cols 70; c=\$(docker run -d -t --runtime microrun local/busybox sleep 100); docker exec -t \$c stty size; docker rm -f \$c >/dev/null" /dev/null | tr -d '\r')
+  echo "$out"
+  echo "$out" | grep -qx "20 70"
+}
 # A busybox bundle for the raw CLI: bundle DIR ARGS-JSON
 bundle() {
   local b=$1 args=$2 c
@@ -130,6 +181,23 @@ t_raw_cli_run() {
   "$MR" run --bundle "$b" e2e-run && return 1 || test $? -eq 7
 }
 
+# delete --force of a running container leaves no process, socket or state.
+t_raw_cli_delete_force() {
+  local b=/tmp/e2e-del
+  bundle "$b" '["sleep", "100"]'
+  "$MR" delete --force e2e-del 2>/dev/null || true
+  "$MR" create --bundle "$b" e2e-del </dev/null >/dev/null 2>&1
+  "$MR" start e2e-del
+  "$MR" state e2e-del | grep '"status": "running"'
+  local pid; pid=$("$MR" state e2e-del | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
+  "$MR" delete --force e2e-del
+  ! "$MR" state e2e-del 2>/dev/null
+  test ! -e /run/microrun/e2e-del
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  ! kill -0 "$pid" 2>/dev/null
+  ! pgrep -f "monitor.*e2e-del"
+}
+
 t_ctr_run() {
   ctr image ls -q | grep -q local/busybox || docker save local/busybox | ctr image import - >/dev/null
   expect_eq "$(ctr run --rm --runc-binary "$MR" docker.io/local/busybox:latest e2e-ctr echo hi)" "hi"
@@ -146,7 +214,13 @@ scenario microrun-vmm-virtio t_microrun_vmm_virtio
 scenario microrun-vmm-vsock t_microrun_vmm_vsock
 scenario docker-echo t_docker_echo
 scenario docker-exit-code t_docker_exit_code
+scenario docker-stdio t_docker_stdio
+scenario docker-bulk-output t_docker_bulk_output
+scenario docker-inside t_docker_inside
+scenario docker-kill-and-exec t_docker_kill_and_exec
+scenario docker-tty t_docker_tty
 scenario raw-cli-run t_raw_cli_run
 scenario raw-cli-lifecycle t_raw_cli_lifecycle
+scenario raw-cli-delete-force t_raw_cli_delete_force
 scenario ctr-run t_ctr_run
 summary

@@ -44,7 +44,10 @@ struct Conn {
     /// The guest will send no more: shut the host stream's write side once flushed.
     guest_done_sending: bool,
     host_eof: bool,
-    watching_read: bool,
+    /// What epoll watches on the host stream (empty: not registered).
+    interest: EventSet,
+    /// Reading paused while the guest has no RX buffers.
+    reads_paused: bool,
 }
 
 impl Conn {
@@ -60,7 +63,8 @@ impl Conn {
             to_host: VecDeque::new(),
             guest_done_sending: false,
             host_eof: false,
-            watching_read: false,
+            interest: EventSet::empty(),
+            reads_paused: false,
         }
     }
 
@@ -156,52 +160,55 @@ impl Muxer {
     }
 
     /// Watches a connection's host stream for reading only while the guest
-    /// has credit, so a full guest never makes us spin.
+    /// has credit and RX buffers (so a full guest never makes us spin), and
+    /// for writing while guest data waits for the host reader (so a slow
+    /// reader resumes the flow, and with it the guest's credit).
     fn update_interest(&mut self, key: Key) {
         let Some(c) = self.conns.get_mut(&key) else {
             return;
         };
-        let want = c.state == State::Established && !c.host_eof && c.peer_credit() > 0;
-        if want == c.watching_read {
+        let mut want = EventSet::empty();
+        if c.state == State::Established && !c.host_eof && c.peer_credit() > 0 && !c.reads_paused {
+            want |= EventSet::IN;
+        }
+        if !c.to_host.is_empty() {
+            want |= EventSet::OUT;
+        }
+        if want == c.interest {
             return;
         }
-        let op = if want {
+        let fd = c.stream.as_raw_fd();
+        let op = if want.is_empty() {
+            ControlOperation::Delete
+        } else if c.interest.is_empty() {
             ControlOperation::Add
         } else {
-            ControlOperation::Delete
+            ControlOperation::Modify
         };
-        let _ = self.epoll.ctl(
-            op,
-            c.stream.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, Self::token(key)),
-        );
-        c.watching_read = want;
+        let _ = self
+            .epoll
+            .ctl(op, fd, EpollEvent::new(want, Self::token(key)));
+        c.interest = want;
     }
 
-    /// Stops watching host streams (no RX buffers: nowhere to put data).
+    /// Stops reading host streams (no RX buffers: nowhere to put data).
     pub fn pause_reads(&mut self) {
-        let keys: Vec<Key> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.watching_read)
-            .map(|(k, _)| *k)
-            .collect();
+        let keys: Vec<Key> = self.conns.keys().copied().collect();
         for key in keys {
             if let Some(c) = self.conns.get_mut(&key) {
-                let _ = self.epoll.ctl(
-                    ControlOperation::Delete,
-                    c.stream.as_raw_fd(),
-                    EpollEvent::default(),
-                );
-                c.watching_read = false;
+                c.reads_paused = true;
             }
+            self.update_interest(key);
         }
     }
 
-    /// Watches host streams again (the guest posted RX buffers).
+    /// Reads host streams again (the guest posted RX buffers).
     pub fn resume_reads(&mut self) {
         let keys: Vec<Key> = self.conns.keys().copied().collect();
         for key in keys {
+            if let Some(c) = self.conns.get_mut(&key) {
+                c.reads_paused = false;
+            }
             self.update_interest(key);
         }
     }
@@ -393,6 +400,7 @@ impl Muxer {
             let h = self.header(key, OP_CREDIT_UPDATE);
             self.control.push_back(h);
         }
+        self.update_interest(key);
     }
 
     /// Retries pending writes to host streams (their buffers may have drained).
