@@ -60,15 +60,9 @@ pub struct ContainerConfig {
     pub debug: bool,
 }
 
-/// Resource usage, in the shape of runc's `events --stats` data.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Stats {
-    pub cpu_usage_ns: u64,
-    pub memory_usage_bytes: u64,
-    pub memory_limit_bytes: u64,
-    pub pids_current: u64,
-    pub pids_limit: u64,
-}
+/// Resource usage, in the shape of runc's `events --stats` data: the
+/// guest agent's figures, passed through as they are.
+pub use microrun_protocol::Stats;
 
 pub trait Sandbox: Send + Sync {
     /// Boots the sandbox (the VM) up to the point where it can take a container.

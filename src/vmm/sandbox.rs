@@ -441,13 +441,7 @@ impl Sandbox for VmSandbox {
 
     fn stats(&self) -> Result<Stats, SandboxError> {
         match self.call(&Request::Stats)? {
-            Reply::Stats(s) => Ok(Stats {
-                cpu_usage_ns: s.cpu_usage_ns,
-                memory_usage_bytes: s.memory_usage_bytes,
-                memory_limit_bytes: s.memory_limit_bytes,
-                pids_current: s.pids_current,
-                pids_limit: s.pids_limit,
-            }),
+            Reply::Stats(s) => Ok(s),
             r => Err(fail(format!("guest agent: unexpected reply {r:?}"))),
         }
     }
