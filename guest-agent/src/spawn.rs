@@ -11,6 +11,8 @@ use std::time::Duration;
 
 /// How long a helper may take to build the container before `create` fails.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest helper config (the pipe's capacity; the default pipe-max-size).
+const MAX_CONFIG: usize = 1 << 20;
 
 pub struct Spawned {
     pub pid: libc::pid_t,
@@ -92,6 +94,23 @@ pub fn spawn(
     let argv = [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
     let envp = [std::ptr::null::<libc::c_char>()];
     let body = serde_json::to_vec(cfg).map_err(std::io::Error::other)?;
+    // The config is written whole before the child reads it, without a
+    // thread (a caller that joined a pid namespace cannot start threads):
+    // the pipe must hold it.
+    // SAFETY: F_SETPIPE_SZ on a pipe we own.
+    let cap = unsafe {
+        libc::fcntl(
+            cfg_w.as_raw_fd(),
+            libc::F_SETPIPE_SZ,
+            MAX_CONFIG as libc::c_int,
+        )
+    };
+    if cap < 0 || body.len() > cap as usize {
+        return Err(std::io::Error::other(format!(
+            "container config of {} bytes exceeds the {MAX_CONFIG}-byte limit",
+            body.len()
+        )));
+    }
 
     // SAFETY: a fork-like clone (no CLONE_VM, no new stack). The child only
     // calls dup2, execve and _exit on data prepared above before it replaces
@@ -125,19 +144,14 @@ pub fn spawn(
     drop(child_fds);
     drop((cfg_r, bar_r, st_child, stdio));
     let joined = std::fs::write(cgroup_procs, pid.to_string());
-    // Config in a thread: it may exceed a pipe's buffer.
-    let writer = std::thread::spawn(move || {
-        let mut w = std::fs::File::from(cfg_w);
-        let _ = w.write_all(&body);
-    });
     if let Err(e) = joined {
         // SAFETY: killing the child we just made.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         return Err(std::io::Error::other(format!("join cgroup: {e}")));
     }
+    std::fs::File::from(cfg_w).write_all(&body)?;
     st_agent.set_read_timeout(Some(READY_TIMEOUT))?;
     let got = crate::fdpass::recv(&st_agent, 64 * 1024);
-    let _ = writer.join();
     let fail = |msg: String| {
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGKILL) };
