@@ -109,6 +109,10 @@ fn prepare(
         console::send_master(sock, &pty)?;
         let _ = console::set_controlling(&pty.slave);
         let keep = dup(&pty.slave)?;
+        // The workload's stdio is the pty: let go of the caller's. The
+        // containerd shim reads `create`'s output to EOF, and would wait
+        // forever on fds the monitor kept open.
+        detach_stdio()?;
         (ProcessIo::Terminal(pty.slave), Some(keep))
     } else {
         let io = ProcessIo::Pipes {
@@ -173,6 +177,26 @@ fn prepare(
         store_root: args.root.clone(),
         id: args.id.clone(),
     })
+}
+
+fn detach_stdio() -> Result<(), MonitorError> {
+    let null = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|source| MonitorError::Io {
+            what: "open /dev/null",
+            source,
+        })?;
+    for target in 0..3 {
+        nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), target).map_err(|e| {
+            MonitorError::Io {
+                what: "redirect stdio",
+                source: e.into(),
+            }
+        })?;
+    }
+    Ok(())
 }
 
 fn dup(fd: &impl AsFd) -> Result<OwnedFd, MonitorError> {

@@ -215,7 +215,7 @@ scenario docker-stdio t_docker_stdio
 scenario bulk-output t_bulk_output
 scenario docker-inside t_docker_inside
 scenario docker-kill-and-exec t_docker_kill_and_exec
-known_failing docker-tty "docker run -t stays created: docker never calls start (shim/console-socket path under investigation)" t_docker_tty
+scenario docker-tty t_docker_tty
 scenario raw-cli-run t_raw_cli_run
 scenario raw-cli-lifecycle t_raw_cli_lifecycle
 scenario raw-cli-delete-force t_raw_cli_delete_force
