@@ -63,7 +63,8 @@ t_microrun_vmm_virtio() {
   rm -f "$img"; printf 'disk-from-host' > "$img"; truncate -s 8M "$img"
   timeout 120 "$MR" vm-boot --disk "$img,ro" --append microrun.selftest --console "$log"
   cat "$log"
-  grep -q "selftest: vda unavailable" "$log"
+  grep -q "selftest: vda read disk-from-host" "$log"
+  grep -q "selftest: vda write Err.*PermissionDenied" "$log"
   expect_eq "$(dd if="$img" bs=1 skip=4096 count=16 2>/dev/null | tr -d '\0')" ""
 }
 
