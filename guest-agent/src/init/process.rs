@@ -193,16 +193,23 @@ fn capset(
     Ok(())
 }
 
+/// Shrinks the bounding set; needs CAP_SETPCAP, so it runs before the
+/// switch to the workload's ids.
+fn drop_bounding(c: &LinuxCapabilities) -> Result<(), InitError> {
+    let bounding = to_caps(c.bounding());
+    let supported = caps::runtime::procfs_all_supported(None).unwrap_or_else(|_| caps::all());
+    for cap in supported {
+        if !bounding.contains(&cap) {
+            caps::drop(None, caps::CapSet::Bounding, cap)
+                .map_err(|e| InitError(format!("drop {cap} from the bounding set: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
 fn apply_caps(c: &LinuxCapabilities) -> Result<(), InitError> {
     use caps::CapSet;
     let err = |e: caps::errors::CapsError| InitError(format!("capabilities: {e}"));
-    let bounding = to_caps(c.bounding());
-    for cap in caps::all() {
-        if !bounding.contains(&cap) {
-            // Capabilities the running kernel lacks cannot be dropped; skip them.
-            let _ = caps::drop(None, CapSet::Bounding, cap);
-        }
-    }
     capset(
         &to_caps(c.effective()),
         &to_caps(c.permitted()),
@@ -276,6 +283,9 @@ pub fn finish_and_exec(
         if let Some(s) = seccomp {
             seccomp::load(s)?;
         }
+    }
+    if let Some(c) = p.capabilities() {
+        drop_bounding(c)?;
     }
     set_ids(p)?;
     if let Some(c) = p.capabilities() {

@@ -193,7 +193,7 @@ t_raw_cli_delete_force() {
   test ! -e /run/microrun/e2e-del
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fails kill -0 "$pid"
-  fails pgrep -f "monitor.*e2e-del"
+  fails pgrep -f "[m]onitor --bundle $b"
 }
 
 t_ctr_run() {
