@@ -93,7 +93,7 @@ where
     W: std::io::Write + Send + 'static,
 {
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
+        let _ = microrun_protocol::relay::copy(&mut from, &mut to);
         let _ = to.flush();
         done(to);
     })

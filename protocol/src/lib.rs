@@ -2,6 +2,7 @@
 //! versioned, length-prefixed JSON frames. See docs/protocol.md.
 
 pub mod frame;
+pub mod relay;
 
 use serde::{Deserialize, Serialize};
 

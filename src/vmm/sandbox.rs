@@ -330,7 +330,7 @@ fn copy_thread(
     close: Option<UnixStream>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
+        let _ = microrun_protocol::relay::copy(&mut from, &mut to);
         let _ = to.flush();
         if let Some(s) = close {
             let _ = s.shutdown(std::net::Shutdown::Write);

@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
 # Scenario helpers for the suite that runs inside the test host.
-PASS=0; FAIL=0; FAILED=(); SKIPPED=()
 export MR=/mnt/share/bin/microrun
 export SHARE=/mnt/share/share/microrun
 LOGDIR=/tmp/e2e-logs
 mkdir -p "$LOGDIR"
+# One line per event, on the share so the machine outside sees it even if
+# this host dies: "start NAME", then "ok NAME SECS" or "FAIL NAME SECS RC",
+# or "skip NAME REASON". A rerun after a test-host crash (tests/e2e/run.sh)
+# skips what already has a result.
+RESULTS=${E2E_RESULTS:-/mnt/share/e2e-results}
+touch "$RESULTS"
 
-# scenario NAME FUNCTION: runs FUNCTION, counts it, shows its log on failure.
+has_result() { grep -qE "^(ok|FAIL|skip) $1( |\$)" "$RESULTS"; }
+
+# scenario NAME FUNCTION: runs FUNCTION, records it, shows its log on failure.
 scenario() {
   local name=$1 fn=$2 log="$LOGDIR/$1.log" t0 rc
   # E2E_ONLY=REGEX runs only the scenarios whose names match.
   if [ -n "${E2E_ONLY:-}" ] && ! [[ $name =~ $E2E_ONLY ]]; then return 0; fi
+  if has_result "$name"; then return 0; fi
+  echo "start $name" >>"$RESULTS"; sync "$RESULTS"
   t0=$(date +%s.%N)
   # Each scenario runs in its own shell with a time limit, so a hang fails
   # that scenario instead of the whole suite.
   timeout -k 10 "${E2E_SCENARIO_TIMEOUT:-600}" bash -ec "$(declare -f); $fn" >"$log" 2>&1 </dev/null && rc=0 || rc=$?
   local dt; dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}')
   if [ $rc -eq 0 ]; then
-    PASS=$((PASS+1)); echo "ok   $name (${dt}s)"
+    echo "ok $name $dt" >>"$RESULTS"; echo "ok   $name (${dt}s)"
   else
-    FAIL=$((FAIL+1)); FAILED+=("$name"); echo "FAIL $name (${dt}s, exit $rc)"
+    echo "FAIL $name $dt $rc" >>"$RESULTS"; echo "FAIL $name (${dt}s, exit $rc)"
     sed 's/^/     | /' "$log" | tail -40
   fi
 }
@@ -40,20 +49,25 @@ fails() {
   if "$@" >/dev/null 2>&1; then echo "expected to fail: $*"; return 1; fi
 }
 
-# known_failing NAME REASON: a scenario that is written but does not pass
-# yet; it is listed (not run) so the summary says so. E2E_ONLY runs it.
+# known_failing NAME REASON FUNCTION: a scenario that is written but does
+# not pass yet; it is listed (not run) so the summary says so. E2E_ONLY runs it.
 known_failing() {
   if [ -n "${E2E_ONLY:-}" ] && [[ $1 =~ $E2E_ONLY ]]; then scenario "$1" "$3"; return; fi
-  SKIPPED+=("$1: $2"); echo "skip $1 (known failing: $2)"
+  has_result "$1" || echo "skip $1 $2" >>"$RESULTS"
+  echo "skip $1 (known failing: $2)"
 }
 
 expect_eq() {
   if [ "$1" != "$2" ]; then echo "expected: $2"; echo "got:      $1"; return 1; fi
 }
 
+# The totals over every attempt recorded in the results file.
 summary() {
+  local pass fail
+  pass=$(grep -c '^ok ' "$RESULTS" || true)
+  fail=$(grep -c '^FAIL ' "$RESULTS" || true)
   echo
-  echo "$PASS passed, $FAIL failed, ${#SKIPPED[@]} known failing"
-  for k in "${SKIPPED[@]}"; do echo "  known failing: $k"; done
-  [ $FAIL -eq 0 ]
+  echo "$pass passed, $fail failed, $(grep -c '^skip ' "$RESULTS" || true) known failing"
+  sed -n 's/^FAIL \([^ ]*\).*/  failed: \1/p; s/^skip \([^ ]*\) \(.*\)/  known failing: \1: \2/p' "$RESULTS"
+  [ "$fail" -eq 0 ]
 }

@@ -175,6 +175,8 @@ t_raw_cli_run() {
   local b=/tmp/e2e-run
   bundle "$b" '["echo", "raw-hi"]'
   expect_eq "$("$MR" run --bundle "$b" e2e-run)" "raw-hi"
+  # A caller's stdin that stays open must not keep the container alive.
+  expect_eq "$(timeout 120 "$MR" run --bundle "$b" e2e-run < <(sleep 600))" "raw-hi"
   bundle "$b" '["sh", "-c", "exit 7"]'
   "$MR" run --bundle "$b" e2e-run && return 1 || test $? -eq 7
 }
