@@ -73,6 +73,11 @@ pub fn window_size(fd: impl AsFd) -> Option<(u16, u16)> {
     (rc == 0).then_some((ws.ws_row, ws.ws_col))
 }
 
+/// The window size, if one was set (a fresh pty has 0 × 0).
+pub fn set_size(fd: impl AsFd) -> Option<(u16, u16)> {
+    window_size(fd).filter(|&(rows, cols)| rows > 0 && cols > 0)
+}
+
 pub fn set_window_size(fd: impl AsFd, rows: u16, cols: u16) -> std::io::Result<()> {
     let ws = libc::winsize {
         ws_row: rows,

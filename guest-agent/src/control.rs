@@ -92,7 +92,10 @@ fn clone_flags(spec: &Spec) -> Result<libc::c_int, String> {
             LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
             LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
             LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
-            LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+            // Unshared by the helper once it is in the container's cgroup
+            // (see init::cgroup_ns): made at clone time, its root would be
+            // the agent's cgroup.
+            LinuxNamespaceType::Cgroup => continue,
             LinuxNamespaceType::Network => continue,
             other => {
                 return Err(format!(

@@ -220,9 +220,11 @@ impl Monitor {
             id,
         } = self;
         let hooks = Arc::new(bundle);
+        let tty = tty.map(Arc::new);
         {
             let sandbox = sandbox.clone();
             let hooks = hooks.clone();
+            let tty = tty.clone();
             std::thread::spawn(move || {
                 for conn in listener.incoming().flatten() {
                     let sandbox = sandbox.clone();
@@ -230,6 +232,7 @@ impl Monitor {
                         bundle: hooks.clone(),
                         store: Store::new(&store_root),
                         id: id.clone(),
+                        tty: tty.clone(),
                     };
                     std::thread::spawn(move || handle(&*sandbox, &ctx, conn));
                 }
@@ -254,7 +257,7 @@ impl Monitor {
 }
 
 /// Takes the relayed signals: SIGWINCH resizes, the rest go to the process.
-pub(crate) fn relay_signals(sandbox: &dyn Sandbox, process: u32, tty: Option<OwnedFd>) {
+pub(crate) fn relay_signals(sandbox: &dyn Sandbox, process: u32, tty: Option<Arc<OwnedFd>>) {
     let set = exit::relayed_set();
     loop {
         let Ok(sig) = set.wait() else { continue };
@@ -272,6 +275,8 @@ struct ServeCtx {
     bundle: Arc<Bundle>,
     store: Store,
     id: String,
+    /// The init's pty, when it has one.
+    tty: Option<Arc<OwnedFd>>,
 }
 
 fn handle(sandbox: &dyn Sandbox, ctx: &ServeCtx, conn: UnixStream) {
@@ -350,6 +355,13 @@ fn start(sandbox: &dyn Sandbox, ctx: &ServeCtx) -> Result<(), String> {
         // A failed startContainer hook ends the container, as with runc.
         sandbox.shutdown();
         return Err(e.to_string());
+    }
+    // The size set on the master so far (docker sets it between create and
+    // start) reaches the guest pty before the workload runs.
+    if let Some((rows, cols)) = ctx.tty.as_ref().and_then(console::set_size) {
+        sandbox
+            .resize(INIT, rows, cols)
+            .map_err(|e| e.to_string())?;
     }
     sandbox.start().map_err(|e| e.to_string())
 }

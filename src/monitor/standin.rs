@@ -74,6 +74,18 @@ impl Standin {
         let socket = self.socket.clone();
         let process = self.process;
         let tty = self.tty;
+        // As in the monitor: a size set before SIGWINCH could reach us.
+        if let Some((rows, cols)) = tty.as_ref().and_then(console::set_size) {
+            let _ = ctl::call(
+                &socket,
+                &Request::Resize {
+                    process,
+                    rows,
+                    cols,
+                },
+                &[],
+            );
+        }
         std::thread::spawn(move || {
             let set = exit::relayed_set();
             loop {

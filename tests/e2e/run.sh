@@ -26,7 +26,7 @@ declare -A lost=()
 for attempt in 1 2 3 4; do
   timeout 1500 bash "$here/testhost" up "$share"
   rc=0
-  timeout 2400 bash "$here/testhost" run "E2E_ONLY='${E2E_ONLY:-}' bash /mnt/share/e2e/suite.sh" || rc=$?
+  timeout 2400 bash "$here/testhost" run "E2E_RESULTS=/mnt/share/e2e-results E2E_ONLY='${E2E_ONLY:-}' bash /mnt/share/e2e/suite.sh" || rc=$?
   [ "$rc" -eq 255 ] || exit "$rc"
   # ssh lost the host: show why, then resume on a fresh boot.
   echo "e2e: lost the test host (attempt $attempt); its console ends with:" >&2

@@ -52,6 +52,25 @@ impl InitError {
     }
 }
 
+/// A cgroup namespace rooted at the container's cgroup, so that its
+/// cgroup2 mount shows its own limits (memory.max ...) at the top. The agent
+/// moves the helper into that cgroup before it sends the config.
+fn cgroup_ns(spec: &Spec) -> Result<(), InitError> {
+    let wanted = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|nss| {
+            nss.iter()
+                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Cgroup)
+        });
+    if wanted {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| InitError(format!("cgroup namespace: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Entry point of the helper mode; never returns.
 pub fn main() -> ! {
     // SAFETY: the agent put these fds in place for us; nothing else owns them.
@@ -79,6 +98,7 @@ fn run(status: &std::os::unix::net::UnixStream) -> Result<std::convert::Infallib
         serde_json::from_slice(&raw).map_err(|e| InitError(format!("config: {e}")))?;
     let (process, seccomp, is_init) = match cfg {
         HelperConfig::Init { spec } => {
+            cgroup_ns(&spec)?;
             rootfs::setup(&spec)?;
             let p = spec
                 .process()

@@ -255,6 +255,20 @@ pub fn finish_and_exec(
     prep: Prepared,
     seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
 ) -> Result<std::convert::Infallible, InitError> {
+    // Only stdio reaches the workload, as under runc: the status socket and
+    // the barrier close at exec. (Before seccomp, which may refuse it.)
+    // SAFETY: close_range only flags our own descriptor table.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } != 0
+    {
+        return Err(last_err("close_range"));
+    }
     for r in p.rlimits().iter().flatten() {
         let lim = libc::rlimit {
             rlim_cur: r.soft(),

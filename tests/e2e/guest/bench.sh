@@ -37,3 +37,23 @@ awk '{s+=$1} END {printf "%-40s %8.0f ms (guest uptime at /init, mean)\n", "micr
 /mnt/share/bin/microrun vm-boot --console /dev/null 2>&1 | \
   sed -n 's/.*first KVM_RUN at \([0-9.]*\) ms.*VMM \([0-9]*\) KiB.*/\1 \2/p' | \
   awk '{printf "%-40s %8.1f ms\n%-40s %8d KiB (RSS minus resident guest RAM)\n", "microrun: VMM start to first KVM_RUN", $1, "microrun: VMM memory overhead", $2}'
+
+# Whole containers, next to runc in the same host and run.
+bash /mnt/share/e2e/setup.sh >/dev/null
+mean_ms() { # mean_ms RUNS CMD...: mean wall time of CMD in ms
+  local n=$1 t0 total=0; shift
+  for _ in $(seq "$n"); do
+    t0=$(date +%s%N); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; return 1; }
+    total=$(( total + ($(date +%s%N) - t0) / 1000000 ))
+  done
+  echo $(( total / n ))
+}
+for rt in runc microrun; do
+  printf '%-40s %8d ms (mean of 3)\n' "docker run --rm ($rt) true" "$(mean_ms 3 docker run --rm --runtime $rt local/busybox true)"
+done
+b=/tmp/bench-bundle; rm -rf $b; mkdir -p $b/rootfs
+c=$(docker create local/busybox true); docker export "$c" | tar -C $b/rootfs -x; docker rm "$c" >/dev/null
+(cd $b && /mnt/share/bin/microrun spec && sed -i -e 's/"terminal": true/"terminal": false/' -e 's|^      "sh"$|      "true"|' config.json)
+for rt in runc /mnt/share/bin/microrun; do
+  printf '%-40s %8d ms (mean of 3)\n' "$(basename $rt) run (raw CLI) true" "$(mean_ms 3 $rt run --bundle $b bench-$$)"
+done

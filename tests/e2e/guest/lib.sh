@@ -6,9 +6,10 @@ LOGDIR=/tmp/e2e-logs
 mkdir -p "$LOGDIR"
 # One line per event, on the share so the machine outside sees it even if
 # this host dies: "start NAME", then "ok NAME SECS" or "FAIL NAME SECS RC",
-# or "skip NAME REASON". A rerun after a test-host crash (tests/e2e/run.sh)
-# skips what already has a result.
-RESULTS=${E2E_RESULTS:-/mnt/share/e2e-results}
+# or "skip NAME REASON". tests/e2e/run.sh keeps it on the share, so that a
+# rerun after a test-host crash skips what already has a result; by hand,
+# each run starts afresh.
+RESULTS=${E2E_RESULTS:-$(mktemp /tmp/e2e-results.XXXXXX)}
 touch "$RESULTS"
 
 has_result() { grep -qE "^(ok|FAIL|skip) $1( |\$)" "$RESULTS"; }

@@ -111,6 +111,8 @@ t_docker_inside() {
   parity --security-opt no-new-privileges local/busybox grep NoNewPrivs /proc/self/status
   parity -m 64m --pids-limit 50 --cpus 1.5 local/busybox cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max
   parity local/busybox sh -c 'echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo writable || echo read-only; cat /proc/timer_list | wc -c'
+  # Only stdio is inherited (ls's own directory is the 3).
+  parity local/busybox ls /proc/self/fd
   # Docker's default seccomp profile refuses what it must.
   parity local/busybox sh -c 'unshare -U true 2>/dev/null && echo allowed || echo refused'
 }
@@ -120,23 +122,96 @@ t_docker_kill_and_exec() {
   local c
   c=$(docker run -d --runtime microrun local/busybox sleep 100)
   expect_eq "$(docker exec "$c" echo from-exec)" "from-exec"
+  expect_eq "$(docker exec "$c" ls /proc/self/fd | tr '\n' ' ')" "0 1 2 3 "
   docker exec "$c" sh -c 'exit 3' && return 1 || test $? -eq 3
   expect_eq "$(docker exec "$c" sh -c 'echo a & echo b & wait' | sort | tr -d '\n')" "ab"
   docker kill -s KILL "$c" >/dev/null
   expect_eq "$(docker wait "$c")" "137"
   docker rm "$c" >/dev/null
+  # SIGTERM kills a workload that is not the namespace's init (under
+  # docker-init): 143, as under runc.
+  local rt
+  for rt in runc microrun; do
+    c=$(docker run -d --init --runtime $rt local/busybox sleep 100)
+    sleep 2
+    docker kill -s TERM "$c" >/dev/null
+    expect_eq "$rt $(docker wait "$c")" "$rt 143"
+    docker rm "$c" >/dev/null
+  done
+}
+
+# What docker does to a running container, under both runtimes: logs,
+# pause/unpause, top, stats, and stop (sh as init ignores SIGTERM, so stop
+# ends it with SIGKILL after the timeout: 137).
+lifecycle_case() {
+  local rt=$1 c i
+  c=$(docker run -d --runtime "$rt" local/busybox sh -c 'echo started; sleep 100')
+  for i in $(seq 300); do docker logs "$c" 2>&1 | grep -q started && break; sleep 0.2; done
+  echo "logs: $(docker logs "$c" 2>&1)"
+  docker pause "$c" >/dev/null
+  echo "paused: $(docker inspect -f '{{.State.Status}}' "$c")"
+  docker unpause "$c" >/dev/null
+  echo "unpaused: $(docker inspect -f '{{.State.Status}}' "$c")"
+  docker top "$c" >/dev/null && echo "top: ok"
+  docker stats --no-stream --format '{{.Container}}' "$c" | grep -q "${c:0:12}" && echo "stats: ok"
+  docker stop -t 2 "$c" >/dev/null
+  echo "stopped: $(docker wait "$c")"
+  docker rm "$c" >/dev/null
+}
+
+t_docker_lifecycle() {
+  local out_runc out_mr c
+  out_runc=$(lifecycle_case runc)
+  out_mr=$(lifecycle_case microrun)
+  echo "runc: $out_runc"; echo "microrun: $out_mr"
+  expect_eq "$out_mr" "$out_runc"
+  # rm -f of a running container leaves no monitor behind.
+  c=$(docker run -d --runtime microrun local/busybox sleep 100)
+  docker rm -f "$c" >/dev/null
+  fails docker inspect "$c"
+  fails pgrep -f "[m]onitor --bundle .*$c"
+}
+
+# Volumes and a read-only root, as under runc.
+t_docker_volumes() {
+  local d; d=$(mktemp -d)
+  echo from-host > "$d/f"
+  parity -v "$d:/data:ro" local/busybox cat /data/f
+  parity --read-only local/busybox sh -c 'touch /x 2>/dev/null && echo rw || echo ro'
+  parity --read-only --tmpfs /scratch local/busybox sh -c 'touch /scratch/x && echo tmpfs-rw'
+  rm -rf "$d"
 }
 
 # A terminal: the size set on the client's terminal reaches the guest pty.
 t_docker_tty() {
   local out
-  out=$(script -qec "stty rows 33 cols 101; docker run -t --rm --runtime microrun local/busybox sh -c 'stty size; tty'" /dev/null | tr -d '\r')
+  # docker sets the size on the master just after start, racing the
+  # workload (under runc too): the workload waits for it to arrive.
+  local size='for i in $(seq 100); do s=$(stty size 2>/dev/null) && break; sleep 0.1; done; echo "$s"'
+  {
+    echo "stty rows 33 cols 101"
+    echo "docker run -t --rm --runtime microrun local/busybox sh -c '$size; tty'"
+    echo "stty rows 20 cols 70"
+    echo "c=\$(docker run -d -t --runtime microrun local/busybox sleep 100)"
+    echo "docker exec -t \$c tty"
+    echo "docker rm -f \$c >/dev/null"
+  } >/tmp/e2e-tty.sh
+  out=$(script -qec "bash /tmp/e2e-tty.sh" /dev/null | tr -d '\r')
   echo "$out"
-  echo "$out" | grep -qx "33 101"
-  echo "$out" | grep -qx "/dev/pts/0"
-  out=$(script -qec "stty rows 20 cols 70; c=\$(docker run -d -t --runtime microrun local/busybox sleep 100); docker exec -t \$c stty size; docker rm -f \$c >/dev/null" /dev/null | tr -d '\r')
-  echo "$out"
-  echo "$out" | grep -qx "20 70"
+  expect_eq "$out" "$(printf '33 101\n/dev/pts/0\n/dev/pts/1')"
+}
+
+# docker's resize of an exec's terminal.
+t_docker_exec_tty_size() {
+  local out
+  {
+    echo "stty rows 20 cols 70"
+    echo "c=\$(docker run -d -t --runtime microrun local/busybox sleep 100)"
+    echo "docker exec -t \$c sh -c 'sleep 3; stty size'"
+    echo "docker rm -f \$c >/dev/null"
+  } >/tmp/e2e-exec-tty.sh
+  out=$(script -qec "bash /tmp/e2e-exec-tty.sh" /dev/null | tr -d '\r')
+  expect_eq "$out" "20 70"
 }
 # A busybox bundle for the raw CLI: bundle DIR ARGS-JSON
 bundle() {
@@ -181,6 +256,32 @@ t_raw_cli_run() {
   "$MR" run --bundle "$b" e2e-run && return 1 || test $? -eq 7
 }
 
+# Signals through the raw CLI, as runc does them: an init without a
+# handler ignores SIGTERM (pid-namespace rule), SIGKILL gives 137.
+signal_case() {
+  local rt=$1 b=$2 p rc
+  "$rt" delete --force e2e-sig >/dev/null 2>&1 || true
+  "$rt" run --bundle "$b" e2e-sig </dev/null >/dev/null 2>&1 &
+  p=$!
+  for _ in $(seq 600); do "$rt" state e2e-sig 2>/dev/null | grep -q '"status": "running"' && break; sleep 0.2; done
+  "$rt" kill e2e-sig 15
+  sleep 3
+  "$rt" state e2e-sig | grep -o '"status": "[a-z]*"'
+  "$rt" kill e2e-sig KILL
+  wait "$p" && rc=0 || rc=$?
+  echo "exit $rc"
+}
+
+t_raw_cli_signals() {
+  local b=/tmp/e2e-sig out_runc out_mr
+  bundle "$b" '["sleep", "100"]'
+  out_runc=$(signal_case runc "$b")
+  out_mr=$(signal_case "$MR" "$b")
+  echo "runc: $out_runc"; echo "microrun: $out_mr"
+  expect_eq "$out_mr" "$out_runc"
+  expect_eq "$out_mr" "$(printf '"status": "running"\nexit 137')"
+}
+
 # delete --force of a running container leaves no process, socket or state.
 t_raw_cli_delete_force() {
   local b=/tmp/e2e-del
@@ -219,8 +320,12 @@ scenario bulk-output t_bulk_output
 scenario docker-inside t_docker_inside
 scenario docker-kill-and-exec t_docker_kill_and_exec
 scenario docker-tty t_docker_tty
+known_failing docker-exec-tty-size "the containerd shim refuses docker's resize of an exec's terminal ('cannot resize a stopped container')" t_docker_exec_tty_size
+scenario docker-lifecycle t_docker_lifecycle
+scenario docker-volumes t_docker_volumes
 scenario raw-cli-run t_raw_cli_run
 scenario raw-cli-lifecycle t_raw_cli_lifecycle
+scenario raw-cli-signals t_raw_cli_signals
 scenario raw-cli-delete-force t_raw_cli_delete_force
 scenario ctr-run t_ctr_run
 summary
