@@ -444,3 +444,58 @@ fn exec_detached_and_attached() {
     e.fails(&["exec", "e", "--", "true"], "stopped");
     e.ok(&["delete", "e"]);
 }
+
+/// A detached exec with a terminal lets go of the caller's stdio: the
+/// containerd shim reads it to EOF before it counts the exec as started.
+#[test]
+fn detached_tty_exec_releases_the_callers_stdio() {
+    use std::os::unix::net::UnixListener;
+    let e = env();
+    let b = e.bundle("b", "sleep 100");
+    let pid = e.create(&b, "x");
+    e.ok(&["start", "x"]);
+    let sock = e.path("exec-console.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 256];
+        microrun::fdpass::recv(&conn, &mut buf).unwrap().1
+    });
+    let pf = e.path("exec-tty.pid");
+    let mut cmd = e.cmd(&[
+        "exec",
+        "--detach",
+        "--tty",
+        "--console-socket",
+        sock.to_str().unwrap(),
+        "--pid-file",
+        pf.to_str().unwrap(),
+        "x",
+        "--",
+        "sleep",
+        "100",
+    ]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (tx, rx) = std::sync::mpsc::channel();
+    // output() reads stdout and stderr to EOF, as the shim does.
+    std::thread::spawn(move || tx.send(cmd.output().map(|o| o.status.success())));
+    let done = rx.recv_timeout(std::time::Duration::from_secs(30));
+    let _master = receiver.join().unwrap();
+    let standin: i32 = std::fs::read_to_string(&pf)
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or(0);
+    e.ok(&["kill", "x", "KILL"]);
+    reap(pid);
+    if standin > 0 {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(standin), Signal::SIGKILL);
+        reap(standin);
+    }
+    assert!(
+        matches!(done, Ok(Ok(true))),
+        "exec --detach --tty held its stdout: {done:?}"
+    );
+    e.ok(&["delete", "--force", "x"]);
+}

@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -133,6 +133,14 @@ fn detached(
         .args(ctx.helper_args())
         .arg("exec-standin")
         .arg(&args.id);
+    if process.terminal().unwrap_or(false) {
+        // The workload's stdio is the pty: let go of the caller's. The
+        // containerd shim reads `exec`'s output to EOF before it takes the
+        // exec as started (and accepts resizes for it).
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    }
     let fd = theirs.as_raw_fd();
     // SAFETY: setsid and dup2 are async-signal-safe; the stand-in gets its
     // own session (for its pty) and its sync channel at SYNC_FD.

@@ -320,7 +320,7 @@ scenario bulk-output t_bulk_output
 scenario docker-inside t_docker_inside
 scenario docker-kill-and-exec t_docker_kill_and_exec
 scenario docker-tty t_docker_tty
-known_failing docker-exec-tty-size "the containerd shim refuses docker's resize of an exec's terminal ('cannot resize a stopped container')" t_docker_exec_tty_size
+scenario docker-exec-tty-size t_docker_exec_tty_size
 scenario docker-lifecycle t_docker_lifecycle
 scenario docker-volumes t_docker_volumes
 scenario raw-cli-run t_raw_cli_run
