@@ -22,6 +22,7 @@ scenario() {
   if has_result "$name"; then return 0; fi
   echo "start $name" >>"$RESULTS"; sync "$RESULTS"
   t0=$(date +%s.%N)
+  touch /tmp/e2e-scenario-start
   # Each scenario runs in its own shell with a time limit, so a hang fails
   # that scenario instead of the whole suite.
   timeout -k 10 "${E2E_SCENARIO_TIMEOUT:-600}" bash -ec "$(declare -f); $fn" >"$log" 2>&1 </dev/null && rc=0 || rc=$?
@@ -31,11 +32,18 @@ scenario() {
   else
     echo "FAIL $name $dt $rc" >>"$RESULTS"; echo "FAIL $name (${dt}s, exit $rc)"
     sed 's/^/     | /' "$log" | tail -40
+    # The guest consoles of the containers docker/containerd ran meanwhile.
+    local c
+    for c in $(find /tmp/e2e-consoles -name '*.log' -newer /tmp/e2e-scenario-start 2>/dev/null); do
+      echo "     guest console of ${c##*/}:"
+      tail -15 "$c" | sed 's/^/     # /'
+    done
   fi
 }
 
-# parity NAME -- DOCKER_RUN_ARGS...: the same docker run under runc and
-# microrun must give the same output and exit status.
+# parity DOCKER_RUN_ARGS...: the same docker run under runc and microrun
+# must give the same output and exit status. stdout and stderr are separate
+# streams under both, so a command must not rely on how they interleave.
 parity() {
   local out_runc out_mr rc_runc rc_mr
   out_runc=$(docker run --rm --runtime runc "$@" 2>&1) && rc_runc=0 || rc_runc=$?

@@ -16,8 +16,33 @@ fi
 
 
 # Executables mapped from the 9p share have crashed in ld.so (stale or torn
-# pages after the host replaced the file): run microrun from a local copy,
-# bind-mounted over the share's path so docker's runtime path still works.
+# pages after the host replaced the file): run microrun from a local copy.
+# What sits at the share's path (docker's runtime path) is a wrapper: when
+# containerd calls it (with --log) it adds --debug, which keeps the guest
+# console in the state dir, and before `delete` it saves that console to
+# /tmp/e2e-consoles/ID.log, so that a failing scenario can show it.
 if mountpoint -q /mnt/share/bin/microrun; then umount -l /mnt/share/bin/microrun; fi
-install -D -m 0755 /mnt/share/bin/microrun /var/lib/microrun-e2e/microrun
-mount --bind /var/lib/microrun-e2e/microrun /mnt/share/bin/microrun
+local_dir=/var/lib/microrun-e2e
+install -D -m 0755 /mnt/share/bin/microrun "$local_dir/bin/microrun"
+mkdir -p "$local_dir/share" /tmp/e2e-consoles
+ln -sfn /mnt/share/share/microrun "$local_dir/share/microrun"
+cat >"$local_dir/wrapper" <<'EOF'
+#!/bin/sh
+real=/var/lib/microrun-e2e/bin/microrun
+root=/run/microrun verb= id= debug=
+prev=
+for a in "$@"; do
+  case "$prev" in --root) root=$a ;; esac
+  case "$a" in
+    --log) debug=--debug ;;
+    delete|create|start|kill|exec|state) [ -z "$verb" ] && verb=$a ;;
+  esac
+  prev=$a; id=$a
+done
+if [ "$verb" = delete ] && [ -f "$root/$id/console.log" ]; then
+  cp "$root/$id/console.log" "/tmp/e2e-consoles/$id.log" 2>/dev/null
+fi
+exec "$real" $debug "$@"
+EOF
+chmod 0755 "$local_dir/wrapper"
+mount --bind "$local_dir/wrapper" /mnt/share/bin/microrun

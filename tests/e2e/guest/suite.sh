@@ -110,7 +110,7 @@ t_docker_inside() {
     local/busybox sh -c 'hostname; echo $FOO; pwd; id; ulimit -n; ulimit -Hn; grep -E "^(Cap|NoNewPrivs|Seccomp:)" /proc/self/status'
   parity --security-opt no-new-privileges local/busybox grep NoNewPrivs /proc/self/status
   parity -m 64m --pids-limit 50 --cpus 1.5 local/busybox cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max
-  parity local/busybox sh -c 'echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo writable || echo read-only; cat /proc/timer_list | wc -c'
+  parity local/busybox sh -c '(echo 1 > /proc/sys/kernel/domainname) 2>/dev/null && echo writable || echo read-only; cat /proc/timer_list | wc -c'
   # Only stdio is inherited (ls's own directory is the 3).
   parity local/busybox ls /proc/self/fd
   # Docker's default seccomp profile refuses what it must.
@@ -186,8 +186,9 @@ t_docker_volumes() {
 t_docker_tty() {
   local out
   # docker sets the size on the master just after start, racing the
-  # workload (under runc too): the workload waits for it to arrive.
-  local size='for i in $(seq 100); do s=$(stty size 2>/dev/null) && break; sleep 0.1; done; echo "$s"'
+  # workload (under runc too): the workload waits for it to arrive (a 0×0
+  # size prints nothing and still succeeds in busybox stty).
+  local size='for i in $(seq 100); do s=$(stty size 2>/dev/null); [ -n "$s" ] && [ "$s" != "0 0" ] && break; sleep 0.1; done; echo "$s"'
   {
     echo "stty rows 33 cols 101"
     echo "docker run -t --rm --runtime microrun local/busybox sh -c '$size; tty'"
