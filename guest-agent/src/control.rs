@@ -5,8 +5,9 @@
 use crate::cgroup::Cgroup;
 use crate::init::HelperConfig;
 use crate::spawn::{self, ChildStdio, Spawned};
-use crate::stdio::{relay, shutdown_write, Streams};
+use crate::stdio::Streams;
 use microrun_protocol::frame::{self, Decoder};
+use microrun_protocol::relay::{self, shutdown_write};
 use microrun_protocol::{Hello, ProcessId, Reply, Request, PROTOCOL_VERSION};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use std::collections::HashMap;
@@ -222,10 +223,10 @@ impl Agent {
         let (out_r, out_w) = spawn::pipe()?;
         let (err_r, err_w) = spawn::pipe()?;
         // stdin is not waited for: the host may keep it open forever.
-        relay(sin, std::fs::File::from(in_w), drop);
+        relay::spawn(sin, std::fs::File::from(in_w), drop);
         let relays = vec![
-            relay(std::fs::File::from(out_r), sout, shutdown_write),
-            relay(std::fs::File::from(err_r), serr, shutdown_write),
+            relay::spawn(std::fs::File::from(out_r), sout, shutdown_write),
+            relay::spawn(std::fs::File::from(err_r), serr, shutdown_write),
         ];
         let child = ChildStdio {
             stdin: in_r,
@@ -246,8 +247,8 @@ impl Agent {
         if let (Some(tty), Some(master)) = (tty, sp.master.take()) {
             let r = std::fs::File::from(master.try_clone()?);
             let w = std::fs::File::from(master.try_clone()?);
-            relay(tty.try_clone()?, w, drop);
-            relays.push(relay(r, tty, shutdown_write));
+            relay::spawn(tty.try_clone()?, w, drop);
+            relays.push(relay::spawn(r, tty, shutdown_write));
             if let Ok(mut t) = self.table.lock() {
                 t.masters.insert(process, master);
             }

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Streams not claimed within this time are dropped by the claimer's error.
@@ -84,21 +83,4 @@ impl Streams {
                 .0;
         }
     }
-}
-
-/// Copies until EOF on `from`, then half-closes `to` (for stream ends).
-pub fn relay<R, W>(mut from: R, mut to: W, done: impl FnOnce(W) + Send + 'static) -> JoinHandle<()>
-where
-    R: Read + Send + 'static,
-    W: std::io::Write + Send + 'static,
-{
-    std::thread::spawn(move || {
-        let _ = microrun_protocol::relay::copy(&mut from, &mut to);
-        let _ = to.flush();
-        done(to);
-    })
-}
-
-pub fn shutdown_write(s: UnixStream) {
-    let _ = s.shutdown(std::net::Shutdown::Write);
 }

@@ -28,6 +28,43 @@ pub struct Hello {
 /// `stdin`, `stdout`, `stderr`, or `tty` for a terminal process's one stream.
 pub const STDIO_PORT: u32 = 1025;
 
+/// The mount options the guest agent turns into mount flags (others go to
+/// the file system as data); `features` reports them.
+pub const MOUNT_OPTIONS: &[&str] = &[
+    "async",
+    "atime",
+    "bind",
+    "defaults",
+    "dev",
+    "diratime",
+    "dirsync",
+    "exec",
+    "mand",
+    "noatime",
+    "nodev",
+    "nodiratime",
+    "noexec",
+    "nomand",
+    "norelatime",
+    "nostrictatime",
+    "nosuid",
+    "private",
+    "rbind",
+    "relatime",
+    "ro",
+    "rprivate",
+    "rshared",
+    "rslave",
+    "runbindable",
+    "rw",
+    "shared",
+    "slave",
+    "strictatime",
+    "suid",
+    "sync",
+    "unbindable",
+];
+
 /// Identifies a process of the container: 0 is its init.
 pub type ProcessId = u32;
 

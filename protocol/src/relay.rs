@@ -1,6 +1,8 @@
 //! Copying a stdio stream between a socket and a pipe, on either side.
 
 use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::thread::JoinHandle;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -26,10 +28,28 @@ pub fn copy<R: Read + ?Sized, W: Write + ?Sized>(from: &mut R, to: &mut W) -> st
     }
 }
 
+/// Copies `from` to `to` in a thread until EOF, then hands `to` to `done`
+/// (dropped, or half-closed with [`shutdown_write`]).
+pub fn spawn<R, W>(mut from: R, mut to: W, done: impl FnOnce(W) + Send + 'static) -> JoinHandle<()>
+where
+    R: Read + Send + 'static,
+    W: Write + Send + 'static,
+{
+    std::thread::spawn(move || {
+        let _ = copy(&mut from, &mut to);
+        let _ = to.flush();
+        done(to);
+    })
+}
+
+/// Ends a stream in one direction: the peer reads EOF, the other way stays open.
+pub fn shutdown_write(s: UnixStream) {
+    let _ = s.shutdown(std::net::Shutdown::Write);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::net::UnixStream;
 
     #[test]
     fn copies_everything_until_eof() {

@@ -19,42 +19,6 @@ const HOOKS: &[&str] = &[
 /// Namespaces the guest agent creates (the network namespace is the
 /// guest's own; user and time namespaces are refused).
 const NAMESPACES: &[&str] = &["cgroup", "ipc", "mount", "network", "pid", "uts"];
-/// Options the guest agent's mount code understands (the rest go to the
-/// file system as data).
-const MOUNT_OPTIONS: &[&str] = &[
-    "async",
-    "atime",
-    "bind",
-    "defaults",
-    "dev",
-    "diratime",
-    "dirsync",
-    "exec",
-    "mand",
-    "noatime",
-    "nodev",
-    "nodiratime",
-    "noexec",
-    "nomand",
-    "norelatime",
-    "nostrictatime",
-    "nosuid",
-    "private",
-    "rbind",
-    "relatime",
-    "ro",
-    "rprivate",
-    "rshared",
-    "rslave",
-    "runbindable",
-    "rw",
-    "shared",
-    "slave",
-    "strictatime",
-    "suid",
-    "sync",
-    "unbindable",
-];
 /// Capabilities the agent can set (those of the guest kernel).
 const CAPABILITIES: &[&str] = &[
     "CAP_CHOWN",
@@ -105,7 +69,7 @@ pub fn document() -> serde_json::Value {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": crate::state::OCI_VERSION,
         "hooks": HOOKS,
-        "mountOptions": MOUNT_OPTIONS,
+        "mountOptions": microrun_protocol::MOUNT_OPTIONS,
         "linux": {
             "namespaces": NAMESPACES,
             "capabilities": CAPABILITIES,

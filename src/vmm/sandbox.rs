@@ -13,6 +13,7 @@ use crate::sandbox::{
     ContainerConfig, ExitStatus, ProcessId, ProcessIo, Sandbox, SandboxError, Stats, INIT,
 };
 use microrun_protocol::frame::{self, Decoder};
+use microrun_protocol::relay;
 use microrun_protocol::{Hello, Reply, Request, AGENT_PORT, PROTOCOL_VERSION, STDIO_PORT};
 use oci_spec::runtime::{LinuxResources, Mount, Process, Spec};
 use std::collections::HashMap;
@@ -158,21 +159,20 @@ impl VmSandbox {
                 let in_s = open("stdin")?;
                 let out_s = open("stdout")?;
                 let err_s = open("stderr")?;
-                let in_w = in_s.try_clone().map_err(fail)?;
                 // stdin is not waited for: a caller may keep it open forever.
-                copy_thread(std::fs::File::from(stdin), in_w, Some(in_s));
-                out_relays.push(copy_thread(out_s, std::fs::File::from(stdout), None));
-                out_relays.push(copy_thread(err_s, std::fs::File::from(stderr), None));
+                relay::spawn(std::fs::File::from(stdin), in_s, relay::shutdown_write);
+                out_relays.push(relay::spawn(out_s, std::fs::File::from(stdout), drop));
+                out_relays.push(relay::spawn(err_s, std::fs::File::from(stderr), drop));
             }
             ProcessIo::Terminal(fd) => {
                 let tty = open("tty")?;
                 let w = dup_file(&fd)?;
-                copy_thread(
+                relay::spawn(
                     std::fs::File::from(fd),
                     tty.try_clone().map_err(fail)?,
-                    None,
+                    drop,
                 );
-                out_relays.push(copy_thread(tty, w, None));
+                out_relays.push(relay::spawn(tty, w, drop));
             }
         }
         self.relays
@@ -322,20 +322,6 @@ fn reader_loop(mut s: UnixStream, tx: mpsc::Sender<Reply>, exits: Arc<Exits>) {
     }
     // The agent is gone: whatever did not report an exit died with the VM.
     exits.vm_gone();
-}
-
-fn copy_thread(
-    mut from: impl Read + Send + 'static,
-    mut to: impl Write + Send + 'static,
-    close: Option<UnixStream>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let _ = microrun_protocol::relay::copy(&mut from, &mut to);
-        let _ = to.flush();
-        if let Some(s) = close {
-            let _ = s.shutdown(std::net::Shutdown::Write);
-        }
-    })
 }
 
 impl Sandbox for VmSandbox {

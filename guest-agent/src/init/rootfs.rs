@@ -459,6 +459,15 @@ pub fn join(init_pid: i32) -> Result<(), InitError> {
 mod tests {
     use super::*;
 
+    /// What `features` reports as understood is understood here.
+    #[test]
+    fn every_reported_mount_option_is_recognised() {
+        for opt in microrun_protocol::MOUNT_OPTIONS {
+            let (_, _, data) = parse_options(&[opt.to_string()]);
+            assert_eq!(data, "", "{opt} would go to the file system as data");
+        }
+    }
+
     #[test]
     fn options_split_into_flags_propagation_and_data() {
         let o = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();

@@ -51,9 +51,9 @@ mean_ms() { # mean_ms RUNS CMD...: mean wall time of CMD in ms
 for rt in runc microrun; do
   printf '%-40s %8d ms (mean of 3)\n' "docker run --rm ($rt) true" "$(mean_ms 3 docker run --rm --runtime $rt local/busybox true)"
 done
-b=/tmp/bench-bundle; rm -rf $b; mkdir -p $b/rootfs
-c=$(docker create local/busybox true); docker export "$c" | tar -C $b/rootfs -x; docker rm "$c" >/dev/null
-(cd $b && /mnt/share/bin/microrun spec && sed -i -e 's/"terminal": true/"terminal": false/' -e 's|^      "sh"$|      "true"|' config.json)
+. /mnt/share/e2e/lib.sh
+b=/tmp/bench-bundle
+bundle $b '["true"]'
 for rt in runc /mnt/share/bin/microrun; do
   printf '%-40s %8d ms (mean of 3)\n' "$(basename $rt) run (raw CLI) true" "$(mean_ms 3 $rt run --bundle $b bench-$$)"
 done

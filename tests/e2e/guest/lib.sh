@@ -48,9 +48,37 @@ parity() {
   local out_runc out_mr rc_runc rc_mr
   out_runc=$(docker run --rm --runtime runc "$@" 2>&1) && rc_runc=0 || rc_runc=$?
   out_mr=$(docker run --rm --runtime microrun "$@" 2>&1) && rc_mr=0 || rc_mr=$?
-  echo "runc     (exit $rc_runc): $out_runc"
-  echo "microrun (exit $rc_mr): $out_mr"
-  [ "$rc_runc" = "$rc_mr" ] && [ "$out_runc" = "$out_mr" ]
+  agree "(exit $rc_runc): $out_runc" "(exit $rc_mr): $out_mr"
+}
+
+# agree RUNC_RESULT MICRORUN_RESULT: shows both; they must be the same.
+agree() {
+  echo "runc:     $1"
+  echo "microrun: $2"
+  [ "$1" = "$2" ]
+}
+
+# in_terminal SCRIPT: runs the bash SCRIPT with a terminal (script(1)), as
+# a person at a tty would; prints its output without the CRs.
+in_terminal() {
+  local f; f=$(mktemp /tmp/e2e-tty.XXXXXX)
+  printf '%s\n' "$1" >"$f"
+  script -qec "bash $f" /dev/null | tr -d '\r'
+  rm -f "$f"
+}
+
+# A busybox bundle for the raw CLI: bundle DIR ARGS-JSON
+bundle() {
+  local b=$1 args=$2 c
+  rm -rf "$b"; mkdir -p "$b/rootfs"
+  c=$(docker create local/busybox sh)
+  docker export "$c" | tar -C "$b/rootfs" -x
+  docker rm "$c" >/dev/null
+  # No python here: edit the 2-space JSON `microrun spec` writes.
+  local inner=${args#[}; inner=${inner%]}
+  (cd "$b" && "$MR" spec && sed -i -e 's/"terminal": true/"terminal": false/' \
+    -e "s|^      \"sh\"\$|      ${inner//&/\\&}|" config.json)
+  grep -qF "$inner" "$b/config.json"
 }
 
 # fails CMD...: CMD must exit non-zero (`! CMD` does not trip `set -e`).

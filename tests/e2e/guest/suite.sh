@@ -163,8 +163,7 @@ t_docker_lifecycle() {
   local out_runc out_mr c
   out_runc=$(lifecycle_case runc)
   out_mr=$(lifecycle_case microrun)
-  echo "runc: $out_runc"; echo "microrun: $out_mr"
-  expect_eq "$out_mr" "$out_runc"
+  agree "$out_runc" "$out_mr"
   # rm -f of a running container leaves no monitor behind.
   c=$(docker run -d --runtime microrun local/busybox sleep 100)
   docker rm -f "$c" >/dev/null
@@ -189,15 +188,12 @@ t_docker_tty() {
   # workload (under runc too): the workload waits for it to arrive (a 0×0
   # size prints nothing and still succeeds in busybox stty).
   local size='for i in $(seq 100); do s=$(stty size 2>/dev/null); [ -n "$s" ] && [ "$s" != "0 0" ] && break; sleep 0.1; done; echo "$s"'
-  {
-    echo "stty rows 33 cols 101"
-    echo "docker run -t --rm --runtime microrun local/busybox sh -c '$size; tty'"
-    echo "stty rows 20 cols 70"
-    echo "c=\$(docker run -d -t --runtime microrun local/busybox sleep 100)"
-    echo "docker exec -t \$c tty"
-    echo "docker rm -f \$c >/dev/null"
-  } >/tmp/e2e-tty.sh
-  out=$(script -qec "bash /tmp/e2e-tty.sh" /dev/null | tr -d '\r')
+  out=$(in_terminal "stty rows 33 cols 101
+docker run -t --rm --runtime microrun local/busybox sh -c '$size; tty'
+stty rows 20 cols 70
+c=\$(docker run -d -t --runtime microrun local/busybox sleep 100)
+docker exec -t \$c tty
+docker rm -f \$c >/dev/null")
   echo "$out"
   expect_eq "$out" "$(printf '33 101\n/dev/pts/0\n/dev/pts/1')"
 }
@@ -205,27 +201,11 @@ t_docker_tty() {
 # docker's resize of an exec's terminal.
 t_docker_exec_tty_size() {
   local out
-  {
-    echo "stty rows 20 cols 70"
-    echo "c=\$(docker run -d -t --runtime microrun local/busybox sleep 100)"
-    echo "docker exec -t \$c sh -c 'sleep 3; stty size'"
-    echo "docker rm -f \$c >/dev/null"
-  } >/tmp/e2e-exec-tty.sh
-  out=$(script -qec "bash /tmp/e2e-exec-tty.sh" /dev/null | tr -d '\r')
+  out=$(in_terminal 'stty rows 20 cols 70
+c=$(docker run -d -t --runtime microrun local/busybox sleep 100)
+docker exec -t $c sh -c "sleep 3; stty size"
+docker rm -f $c >/dev/null')
   expect_eq "$out" "20 70"
-}
-# A busybox bundle for the raw CLI: bundle DIR ARGS-JSON
-bundle() {
-  local b=$1 args=$2 c
-  rm -rf "$b"; mkdir -p "$b/rootfs"
-  c=$(docker create local/busybox sh)
-  docker export "$c" | tar -C "$b/rootfs" -x
-  docker rm "$c" >/dev/null
-  # No python here: edit the 2-space JSON `microrun spec` writes.
-  local inner=${args#[}; inner=${inner%]}
-  (cd "$b" && "$MR" spec && sed -i -e 's/"terminal": true/"terminal": false/' \
-    -e "s|^      \"sh\"\$|      ${inner//&/\\&}|" config.json)
-  grep -qF "$inner" "$b/config.json"
 }
 
 t_raw_cli_lifecycle() {
@@ -278,8 +258,7 @@ t_raw_cli_signals() {
   bundle "$b" '["sleep", "100"]'
   out_runc=$(signal_case runc "$b")
   out_mr=$(signal_case "$MR" "$b")
-  echo "runc: $out_runc"; echo "microrun: $out_mr"
-  expect_eq "$out_mr" "$out_runc"
+  agree "$out_runc" "$out_mr"
   expect_eq "$out_mr" "$(printf '"status": "running"\nexit 137')"
 }
 

@@ -193,21 +193,19 @@ impl Muxer {
 
     /// Stops reading host streams (no RX buffers: nowhere to put data).
     pub fn pause_reads(&mut self) {
-        let keys: Vec<Key> = self.conns.keys().copied().collect();
-        for key in keys {
-            if let Some(c) = self.conns.get_mut(&key) {
-                c.reads_paused = true;
-            }
-            self.update_interest(key);
-        }
+        self.set_reads_paused(true);
     }
 
     /// Reads host streams again (the guest posted RX buffers).
     pub fn resume_reads(&mut self) {
+        self.set_reads_paused(false);
+    }
+
+    fn set_reads_paused(&mut self, paused: bool) {
         let keys: Vec<Key> = self.conns.keys().copied().collect();
         for key in keys {
             if let Some(c) = self.conns.get_mut(&key) {
-                c.reads_paused = false;
+                c.reads_paused = paused;
             }
             self.update_interest(key);
         }
