@@ -50,6 +50,7 @@ fn long_mode_guest_writes_serial_and_resets() {
         disks: vec![],
         rng: false,
         vsock: None,
+        fs: None,
     })
     .unwrap();
     assert_eq!(vm.wait(), VmEnd::Reset);
@@ -75,6 +76,7 @@ fn a_guest_that_spins_can_be_paused_and_stopped() {
         disks: vec![],
         rng: false,
         vsock: None,
+        fs: None,
     })
     .unwrap();
     assert!(vm.pause(), "every vCPU parks");
@@ -116,6 +118,7 @@ fn mmio_reads_and_writes_reach_the_virtio_transport() {
         disks: vec![],
         rng: true,
         vsock: None,
+        fs: None,
     })
     .unwrap();
     assert_eq!(vm.wait(), VmEnd::Reset);

@@ -8,7 +8,7 @@ use crate::spawn::{self, ChildStdio, Spawned};
 use crate::stdio::Streams;
 use microrun_protocol::frame::{self, Decoder};
 use microrun_protocol::relay::{self, shutdown_write};
-use microrun_protocol::{Hello, ProcessId, Reply, Request, PROTOCOL_VERSION};
+use microrun_protocol::{GuestMount, Hello, ProcessId, Reply, Request, PROTOCOL_VERSION};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
@@ -174,7 +174,11 @@ impl Agent {
                 agent: env!("CARGO_PKG_VERSION").into(),
             }),
             Request::Create { .. } if self.container.is_some() => err("container already created"),
-            Request::Create { id: _, spec } => match self.create(*spec) {
+            Request::Create {
+                id: _,
+                spec,
+                mounts,
+            } => match self.create(*spec, &mounts) {
                 Ok(()) => Reply::Ok,
                 Err(e) => err(e),
             },
@@ -271,8 +275,11 @@ impl Agent {
         Ok(())
     }
 
-    fn create(&mut self, spec: Spec) -> Result<(), String> {
+    fn create(&mut self, spec: Spec, mounts: &[GuestMount]) -> Result<(), String> {
         let process = spec.process().clone().ok_or("spec has no process")?;
+        for m in mounts {
+            crate::mounts::guest_mount(m).map_err(|e| e.to_string())?;
+        }
         let flags = clone_flags(&spec)?;
         if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
             (self.say)("microrun-agent: warning: apparmor/selinux labels do not apply in the guest; ignored");
@@ -418,6 +425,12 @@ fn finish(out: &Out, entry: Entry, status: i32) {
         let _ = r.join();
     }
     let (code, signal) = decode_status(status);
+    if entry.process == INIT {
+        // The monitor ends the VM as soon as it reads this exit: what the
+        // container wrote to a block-device root must be on the disk first.
+        // SAFETY: sync takes no arguments.
+        unsafe { libc::sync() };
+    }
     send(
         out,
         &Reply::Exited {

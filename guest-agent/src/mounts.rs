@@ -1,5 +1,6 @@
 //! The guest's base file systems, mounted before anything else runs.
 
+use microrun_protocol::GuestMount;
 use std::ffi::CString;
 
 pub struct MountError(String);
@@ -64,6 +65,36 @@ fn mount(
     Ok(())
 }
 
+/// Mounts what the host provides for the container (its virtio-fs share,
+/// a block root); nosuid/nodev/noexec are decided per container mount later.
+pub fn guest_mount(m: &GuestMount) -> Result<(), MountError> {
+    let flags = if m.read_only { libc::MS_RDONLY } else { 0 };
+    if !m.fstype.is_empty() {
+        return mount(&m.source, &m.target, &m.fstype, flags, "");
+    }
+    let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    let mut tried = Vec::new();
+    for fstype in block_filesystems(&filesystems) {
+        match mount(&m.source, &m.target, fstype, flags, "") {
+            Ok(()) => return Ok(()),
+            Err(e) => tried.push(e.0),
+        }
+    }
+    Err(MountError(format!(
+        "{}: no file system of this kernel mounts it ({})",
+        m.source,
+        tried.join("; ")
+    )))
+}
+
+/// The file systems in /proc/filesystems that live on a block device.
+fn block_filesystems(list: &str) -> impl Iterator<Item = &str> {
+    list.lines()
+        .filter(|l| !l.starts_with("nodev"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+}
+
 pub fn base() -> Result<(), MountError> {
     for (src, dst, fstype, flags, data) in BASE {
         mount(src, dst, fstype, *flags, data)?;
@@ -75,4 +106,18 @@ pub fn base() -> Result<(), MountError> {
         libc::MS_NOSUID | libc::MS_NOEXEC,
         "newinstance,ptmxmode=0666,mode=0620",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_file_systems_skip_nodev_entries() {
+        let list = "nodev\tsysfs\nnodev\tproc\n\text4\n\tvfat\nnodev\tvirtiofs\n";
+        assert_eq!(
+            block_filesystems(list).collect::<Vec<_>>(),
+            ["ext4", "vfat"]
+        );
+    }
 }

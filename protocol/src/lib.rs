@@ -82,6 +82,10 @@ pub enum Request {
     Create {
         id: String,
         spec: Box<oci_spec::runtime::Spec>,
+        /// What the agent mounts first, in order: the virtio-fs share with
+        /// the rootfs and bind sources, or a block-device root.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mounts: Vec<GuestMount>,
     },
     Start,
     /// Signal one process, or with `all` every process of the container.
@@ -104,6 +108,17 @@ pub enum Request {
     Update {
         resources: Box<oci_spec::runtime::LinuxResources>,
     },
+}
+
+/// A file system the agent mounts for the container (not one of the
+/// container's own mounts): a virtio-fs tag or a block device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestMount {
+    pub source: String,
+    pub target: String,
+    /// Empty: whichever block file system the guest kernel recognises.
+    pub fstype: String,
+    pub read_only: bool,
 }
 
 /// Resource figures of the container's cgroup.

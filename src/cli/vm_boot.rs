@@ -36,6 +36,9 @@ pub struct Args {
     /// Attach virtio-vsock, served on this host unix socket (hybrid mapping)
     #[arg(long)]
     pub vsock: Option<PathBuf>,
+    /// Serve a host directory with virtio-fs, as TAG=DIR
+    #[arg(long)]
+    pub share: Option<String>,
 }
 
 pub fn run(_ctx: &Ctx, args: Args) -> Result<i32> {
@@ -75,6 +78,14 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<i32> {
             .collect(),
         rng: args.rng,
         vsock: args.vsock.clone(),
+        fs: match &args.share {
+            Some(s) => Some(
+                s.split_once('=')
+                    .map(|(tag, dir)| (tag.to_string(), PathBuf::from(dir)))
+                    .ok_or_else(|| CliError::Msg(format!("--share {s:?}: expected TAG=DIR")))?,
+            ),
+            None => None,
+        },
     })
     .map_err(|e| CliError::Msg(e.to_string()))?;
     let end = vm.wait();

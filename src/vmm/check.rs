@@ -122,6 +122,7 @@ pub fn probe_user_space() -> Result<(), CheckError> {
         disks: vec![],
         rng: false,
         vsock: None,
+        fs: None,
     })
     .map_err(|e| perr(&e))?;
     let end = vm.wait_timeout(Duration::from_secs(10));

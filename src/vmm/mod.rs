@@ -11,6 +11,7 @@ pub mod memory;
 pub mod mptable;
 pub mod probe;
 pub mod sandbox;
+pub mod share;
 pub mod vcpu;
 pub mod vm;
 

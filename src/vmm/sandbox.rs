@@ -1,26 +1,29 @@
 //! The production sandbox: the container runs in a microVM whose guest
 //! agent the monitor drives over virtio-vsock.
 //!
-//! The rootfs and the sources of bind mounts reach the guest, for now, as
-//! copies: cpio archives appended to the initramfs (virtio-fs sharing is the
-//! planned replacement; see docs/architecture.md). Writes to them stay in
-//! the VM.
+//! The rootfs and the sources of bind mounts reach the guest through one
+//! virtio-fs device serving the container's share (`vmm::share`): writes
+//! on either side are seen by the other.
 
 use super::image;
+use super::share::{self, Share};
 use super::vcpu::VmEnd;
-use super::vm::{Vm, VmConfig};
+use super::vm::{DiskConfig, Vm, VmConfig};
 use crate::sandbox::{
     ContainerConfig, ExitStatus, ProcessId, ProcessIo, Sandbox, SandboxError, Stats, INIT,
 };
 use microrun_protocol::frame::{self, Decoder};
 use microrun_protocol::relay;
-use microrun_protocol::{Hello, Reply, Request, AGENT_PORT, PROTOCOL_VERSION, STDIO_PORT};
-use oci_spec::runtime::{LinuxResources, Mount, Process, Spec};
+use microrun_protocol::{
+    GuestMount, Hello, Reply, Request, AGENT_PORT, PROTOCOL_VERSION, STDIO_PORT,
+};
+use oci_spec::runtime::{LinuxResources, Process, Spec};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
@@ -30,8 +33,10 @@ use std::time::{Duration, Instant};
 /// Guest memory when the spec sets no limit; added on top of a limit for the agent.
 const DEFAULT_MEM: u64 = 256 << 20;
 const AGENT_RESERVE: u64 = 64 << 20;
-const GUEST_ROOTFS: &str = "container/rootfs";
-const GUEST_MOUNTS: &str = "container/mounts";
+/// Names a block device or raw image (ext4, ...) to attach as the root
+/// with virtio-blk instead of sharing root.path.
+pub const BLOCK_ROOT_ANNOTATION: &str = "io.microrun.rootfs-block";
+const GUEST_BLOCK_ROOT: &str = "/run/microrun/root-block";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -49,8 +54,13 @@ pub struct VmSandbox {
     /// Each process's output relays, joined before its exit is reported.
     relays: Mutex<HashMap<ProcessId, Vec<JoinHandle<()>>>>,
     next_exec: AtomicU32,
-    /// Bind mounts whose sources were copied in: (index in mounts, guest path).
+    /// Bind mounts served from the share: (index in mounts, guest path).
     binds: Mutex<Vec<(usize, String)>>,
+    /// What the agent mounts before the container: the share, a block root.
+    guest_mounts: Mutex<Vec<GuestMount>>,
+    /// The rootfs's guest path.
+    guest_root: Mutex<String>,
+    share: Mutex<Option<Share>>,
 }
 
 impl VmSandbox {
@@ -64,6 +74,9 @@ impl VmSandbox {
             relays: Mutex::new(HashMap::new()),
             next_exec: AtomicU32::new(1),
             binds: Mutex::new(Vec::new()),
+            guest_mounts: Mutex::new(Vec::new()),
+            guest_root: Mutex::new(Share::guest_rootfs()),
+            share: Mutex::new(None),
         }
     }
 
@@ -72,7 +85,7 @@ impl VmSandbox {
     }
 
     /// Memory and vCPUs from the spec's limits (see DESIGN: sizing).
-    fn sizing(&self, rootfs_bytes: u64) -> (u64, u8) {
+    fn sizing(&self) -> (u64, u8) {
         let res = self
             .config
             .spec
@@ -92,42 +105,17 @@ impl VmSandbox {
             .map(|(q, p)| (q as u64).div_ceil(p))
             .unwrap_or(1)
             .clamp(1, 64) as u8;
-        // The rootfs copy lives in guest RAM too.
-        let mem = (limit + rootfs_bytes).div_ceil(2 << 20) * (2 << 20);
+        let mem = limit.div_ceil(2 << 20) * (2 << 20);
         (mem, cpus)
     }
 
-    /// The base initramfs followed by the container's rootfs.
-    fn build_initrd(&self, base: &Path) -> Result<(PathBuf, u64), SandboxError> {
-        let out = self.config.state_dir.join("initrd.cpio");
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&out).map_err(fail)?);
-        f.write_all(
-            &std::fs::read(base).map_err(|e| fail(format!("read {}: {e}", base.display())))?,
-        )
-        .map_err(fail)?;
-        let mut bytes = rootfs_builder::append_tree(&mut f, &self.config.rootfs, GUEST_ROOTFS)
-            .map_err(|e| fail(format!("copy rootfs {}: {e}", self.config.rootfs.display())))?;
-        let mounts = self.config.spec.mounts().clone().unwrap_or_default();
-        let mut binds = Vec::new();
-        for (i, m) in mounts.iter().enumerate() {
-            let Some(src) = bind_source(m) else { continue };
-            let guest = format!("{GUEST_MOUNTS}/{i}");
-            bytes += rootfs_builder::append_tree(&mut f, src, &guest)
-                .map_err(|e| fail(format!("copy bind mount source {}: {e}", src.display())))?;
-            binds.push((i, format!("/{guest}")));
-        }
-        *self.binds.lock().map_err(fail)? = binds;
-        f.flush().map_err(fail)?;
-        Ok((out, bytes))
-    }
-
     /// The spec as the guest needs it: its root and bind sources at their
-    /// guest paths, without the hooks (they run here).
+    /// paths in the share, without the hooks (they run here).
     fn guest_spec(&self) -> Result<Spec, SandboxError> {
         let mut spec = self.config.spec.clone();
         spec.set_hooks(None);
         if let Some(root) = spec.root_mut() {
-            root.set_path(PathBuf::from(format!("/{GUEST_ROOTFS}")));
+            root.set_path(PathBuf::from(self.guest_root.lock().map_err(fail)?.clone()));
         }
         let binds = self.binds.lock().map_err(fail)?.clone();
         if let Some(mounts) = spec.mounts_mut() {
@@ -138,6 +126,79 @@ impl VmSandbox {
             }
         }
         Ok(spec)
+    }
+
+    fn root_read_only(&self) -> bool {
+        self.config
+            .spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false)
+    }
+
+    /// A block device or raw image named by the annotation, to be the root.
+    fn block_root(&self) -> Result<Option<PathBuf>, SandboxError> {
+        let Some(path) = self
+            .config
+            .spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(BLOCK_ROOT_ANNOTATION))
+        else {
+            return Ok(None);
+        };
+        let path = PathBuf::from(path);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() || m.file_type().is_block_device() => Ok(Some(path)),
+            Ok(_) => Err(fail(format!(
+                "{BLOCK_ROOT_ANNOTATION}: {} is neither a block device nor an image file",
+                path.display()
+            ))),
+            Err(e) => Err(fail(format!(
+                "{BLOCK_ROOT_ANNOTATION}: {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Builds the share the virtio-fs device serves (single-threaded: it
+    /// enters a private mount namespace) and what the agent mounts.
+    fn prepare_share(&self, block_root: Option<&PathBuf>) -> Result<PathBuf, SandboxError> {
+        let read_only = self.root_read_only();
+        let mounts = self.config.spec.mounts().clone().unwrap_or_default();
+        let rootfs = match block_root {
+            Some(_) => None,
+            None => Some(self.config.rootfs.as_path()),
+        };
+        let s = share::prepare(
+            &self.config.state_dir.join("share"),
+            rootfs,
+            read_only,
+            &mounts,
+        )
+        .map_err(fail)?;
+        *self.binds.lock().map_err(fail)? = s.binds.clone();
+        let mut guest = vec![GuestMount {
+            source: share::TAG.into(),
+            target: share::GUEST_PATH.into(),
+            fstype: "virtiofs".into(),
+            read_only: false,
+        }];
+        if block_root.is_some() {
+            // The first disk is /dev/vda.
+            guest.push(GuestMount {
+                source: "/dev/vda".into(),
+                target: GUEST_BLOCK_ROOT.into(),
+                fstype: String::new(),
+                read_only,
+            });
+            *self.guest_root.lock().map_err(fail)? = GUEST_BLOCK_ROOT.into();
+        }
+        *self.guest_mounts.lock().map_err(fail)? = guest;
+        let root = s.root.clone();
+        *self.share.lock().map_err(fail)? = Some(s);
+        Ok(root)
     }
 
     /// Opens a process's stdio streams and relays them to `io`.
@@ -235,16 +296,12 @@ impl VmSandbox {
     }
 }
 
-fn bind_source(m: &Mount) -> Option<&Path> {
-    let bind = m.typ().as_deref() == Some("bind")
-        || m.options()
-            .iter()
-            .flatten()
-            .any(|o| o == "bind" || o == "rbind");
-    if bind {
-        m.source().as_deref()
-    } else {
-        None
+/// The virtio-fs server holds a descriptor per file the guest has looked
+/// up: its bound is the monitor's fd limit, raised to the hard limit.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 
@@ -328,8 +385,10 @@ impl Sandbox for VmSandbox {
     fn boot(&self) -> Result<(), SandboxError> {
         let ann = self.config.spec.annotations().clone();
         let img = image::resolve(ann.as_ref()).map_err(fail)?;
-        let (initrd, rootfs_bytes) = self.build_initrd(&img.initrd)?;
-        let (mem_bytes, vcpus) = self.sizing(rootfs_bytes);
+        let block_root = self.block_root()?;
+        let share = self.prepare_share(block_root.as_ref())?;
+        raise_fd_limit();
+        let (mem_bytes, vcpus) = self.sizing();
         let console: Box<dyn Write + Send> = if self.config.debug {
             Box::new(
                 std::fs::File::create(self.config.state_dir.join("console.log")).map_err(fail)?,
@@ -339,18 +398,23 @@ impl Sandbox for VmSandbox {
         };
         let vm = Vm::start(VmConfig {
             kernel: img.kernel,
-            initrd: Some(initrd.clone()),
+            initrd: Some(img.initrd),
             cmdline: vec![],
             mem_bytes,
             vcpus,
             console,
-            disks: vec![],
+            disks: block_root
+                .into_iter()
+                .map(|path| DiskConfig {
+                    path,
+                    read_only: self.root_read_only(),
+                })
+                .collect(),
             rng: true,
             vsock: Some(self.vsock_path()),
+            fs: Some((share::TAG.to_string(), share)),
         })
         .map_err(fail)?;
-        // The guest has its copy now.
-        let _ = std::fs::remove_file(&initrd);
         *self.vm.lock().map_err(fail)? = Some(vm);
         let ctl = self.connect(AGENT_PORT, Instant::now() + CONNECT_TIMEOUT)?;
         let reader = ctl.try_clone().map_err(fail)?;
@@ -373,8 +437,13 @@ impl Sandbox for VmSandbox {
         let req = Request::Create {
             id: self.config.id.clone(),
             spec: Box::new(self.guest_spec()?),
+            mounts: self.guest_mounts.lock().map_err(fail)?.clone(),
         };
-        self.call(&req).map(|_| ())
+        self.call(&req)?;
+        match self.share.lock().map_err(fail)?.as_ref() {
+            Some(s) => s.seal().map_err(fail),
+            None => Ok(()),
+        }
     }
 
     fn start(&self) -> Result<(), SandboxError> {

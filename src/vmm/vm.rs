@@ -4,6 +4,7 @@
 use super::boot::{self, BootError};
 use super::bus::Bus;
 use super::devices::virtio::blk::Block;
+use super::devices::virtio::fs::Fs;
 use super::devices::virtio::mmio::{MmioTransport, REG_QUEUE_NOTIFY};
 use super::devices::virtio::rng::Rng;
 use super::devices::virtio::vsock::Vsock;
@@ -74,6 +75,8 @@ pub struct VmConfig {
     pub rng: bool,
     /// Host unix socket of the virtio-vsock device (guest CID 3), if any.
     pub vsock: Option<PathBuf>,
+    /// A virtio-fs device: (tag, host directory it serves).
+    pub fs: Option<(String, PathBuf)>,
 }
 
 /// The guest's vsock context id.
@@ -147,6 +150,13 @@ impl Vm {
                 source,
             })?;
             virtio.push(Box::new(v));
+        }
+        if let Some((tag, dir)) = &cfg.fs {
+            let fs = Fs::new(tag, dir).map_err(|source| VmError::Io {
+                what: "virtio-fs share",
+                source,
+            })?;
+            virtio.push(Box::new(fs));
         }
         let mut mmio = Bus::default();
         let mut words: Vec<String> = BASE_CMDLINE.iter().map(|s| s.to_string()).collect();
@@ -338,16 +348,18 @@ impl Drop for Vm {
     }
 }
 
-/// The device thread: waits on every queue's ioeventfd and runs the device.
+/// The device threads, one per device, so that a slow one (a file system
+/// request) never holds up another (the agent's vsock link). Each waits on
+/// its queues' ioeventfds and its host fd.
 pub struct DeviceLoop {
     stop: EventFd,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Drop for DeviceLoop {
     fn drop(&mut self) {
         let _ = self.stop.write(1);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -380,8 +392,10 @@ fn attach_virtio(
 ) -> Result<DeviceLoop, VmError> {
     let io = |what| move |source| VmError::Io { what, source };
     let setup = |what| move |source| VmError::Setup { what, source };
-    let mut notifiers: Vec<Watch> = Vec::new();
+    let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
+    let mut threads = Vec::new();
     for (i, dev) in devices.into_iter().enumerate() {
+        let mut notifiers: Vec<Watch> = Vec::new();
         let base = layout::MMIO_START + i as u64 * layout::MMIO_DEVICE_SIZE;
         let irq = layout::VIRTIO_IRQ_BASE + i as u32;
         let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
@@ -408,20 +422,15 @@ fn attach_virtio(
         }
         mmio.insert(base, layout::MMIO_DEVICE_SIZE, t);
         cmdline.push(format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
-    }
-    let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
-    let stop2 = stop.try_clone().map_err(io("eventfd"))?;
-    let thread = if notifiers.is_empty() {
-        None
-    } else {
-        Some(
+        let stop = stop.try_clone().map_err(io("eventfd"))?;
+        threads.push(
             std::thread::Builder::new()
-                .name("devices".into())
-                .spawn(move || device_loop(notifiers, stop2))
+                .name(format!("virtio{i}"))
+                .spawn(move || device_loop(notifiers, stop))
                 .map_err(io("spawn device thread"))?,
-        )
-    };
-    Ok(DeviceLoop { stop, thread })
+        );
+    }
+    Ok(DeviceLoop { stop, threads })
 }
 
 fn device_loop(notifiers: Vec<Watch>, stop: EventFd) {

@@ -57,3 +57,39 @@ bundle $b '["true"]'
 for rt in runc /mnt/share/bin/microrun; do
   printf '%-40s %8d ms (mean of 3)\n' "$(basename $rt) run (raw CLI) true" "$(mean_ms 3 $rt run --bundle $b bench-$$)"
 done
+
+# File I/O through the runtimes' file sharing (virtio-fs for microrun), in
+# the container's rootfs (/tmp of the image) and in a volume: the work is
+# timed inside the container, so container start is not counted.
+fs_op() { # fs_op RUNTIME DIR VOLUME SCRIPT: ms the script took in DIR
+  local rt=$1 dir=$2 vol=$3 script=$4
+  docker run --rm --runtime "$rt" -v "$vol:/data" local/busybox sh -c \
+    "cd $dir && t0=\$(date +%s%N) && { $script; } && t1=\$(date +%s%N) && echo \$(( (t1 - t0) / 1000000 ))"
+}
+files='mkdir s && cd s && i=0; while [ $i -lt 10000 ]; do : > f$i; i=$((i+1)); done'
+echo "== file I/O (ms; ratio = runc time / microrun time, higher is better)"
+printf '%-44s %9s %9s %6s\n' "" runc microrun ratio
+for where in /tmp /data; do
+  declare -A ms=()
+  for rt in runc microrun; do
+    vol=$(mktemp -d)
+    ms[$rt,write]=$(fs_op $rt $where "$vol" 'dd if=/dev/zero of=big bs=1M count=256 conv=fsync 2>/dev/null')
+    if [ $where = /data ]; then
+      sync; echo 3 > /proc/sys/vm/drop_caches
+      ms[$rt,read]=$(fs_op $rt $where "$vol" 'dd if=big of=/dev/null bs=1M 2>/dev/null')
+    else
+      # The rootfs is per container: read back in the same one.
+      ms[$rt,read]=$(fs_op $rt $where "$vol" 'dd if=/dev/zero of=big bs=1M count=256 conv=fsync 2>/dev/null && t0=$(date +%s%N) && dd if=big of=/dev/null bs=1M 2>/dev/null && echo $(( ($(date +%s%N) - t0) / 1000000 )) >&2 && exit 0' 2>&1 >/dev/null | tail -1)
+    fi
+    ms[$rt,create]=$(fs_op $rt $where "$vol" "$files")
+    ms[$rt,stat]=$(fs_op $rt $where "$vol" "$files; cd .. && t0=\$(date +%s%N) && ls -l s >/dev/null && echo \$(( (\$(date +%s%N) - t0) / 1000000 )) >&2" 2>&1 >/dev/null | tail -1)
+    ms[$rt,unlink]=$(fs_op $rt $where "$vol" "$files; cd .. && t0=\$(date +%s%N) && rm -rf s && echo \$(( (\$(date +%s%N) - t0) / 1000000 )) >&2" 2>&1 >/dev/null | tail -1)
+    rm -rf "$vol"
+  done
+  for op in write read create stat unlink; do
+    case $op in write|read) what="sequential $op 256 MiB" ;; *) what="$op 10000 small files" ;; esac
+    awk -v w="$what ($( [ $where = /tmp ] && echo rootfs || echo volume))" -v a="${ms[runc,$op]}" -v b="${ms[microrun,$op]}" \
+      'BEGIN {printf "%-44s %9d %9d %6.2f\n", w, a, b, (b > 0 ? a / b : 0)}'
+  done
+  unset ms
+done

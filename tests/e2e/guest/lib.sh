@@ -81,6 +81,14 @@ bundle() {
   grep -qF "$inner" "$b/config.json"
 }
 
+# add_bind BUNDLE SRC DEST [OPTION...]: a bind mount in a bundle's config.
+add_bind() {
+  local b=$1 src=$2 dest=$3 opts='"rbind"' o; shift 3
+  for o in "$@"; do opts="$opts, \"$o\""; done
+  sed -i "s|^  \"mounts\": \[\$|&\n    {\"destination\": \"$dest\", \"type\": \"bind\", \"source\": \"$src\", \"options\": [$opts]},|" "$b/config.json"
+  grep -qF "\"source\": \"$src\"" "$b/config.json"
+}
+
 # fails CMD...: CMD must exit non-zero (`! CMD` does not trip `set -e`).
 fails() {
   if "$@" >/dev/null 2>&1; then echo "expected to fail: $*"; return 1; fi

@@ -181,6 +181,127 @@ t_docker_volumes() {
   rm -rf "$d"
 }
 
+# virtio-fs volumes are live both ways: the host sees the container's
+# writes, the container sees the host's while it runs; owners, large files
+# and many small files come through.
+t_docker_volume_live() {
+  local d c; d=$(mktemp -d)
+  docker run --rm --runtime microrun -v "$d:/data" local/busybox sh -c 'echo x > /data/f'
+  expect_eq "$(cat "$d/f")" "x"
+  echo v1 > "$d/changing"
+  c=$(docker run -d --runtime microrun -v "$d:/data" local/busybox sh -c \
+    'for i in $(seq 300); do [ -f /data/late ] && [ "$(cat /data/changing)" = v2 ] && cat /data/late && exit 0; sleep 0.1; done; exit 1')
+  sleep 2
+  echo late > "$d/late"
+  echo v2 > "$d/changing"
+  expect_eq "$(docker wait "$c")" "0"
+  expect_eq "$(docker logs "$c")" "late"
+  docker rm "$c" >/dev/null
+  parity -v "$d:/data" --user 1234:5678 local/busybox sh -c 'touch /data/own-$$; stat -c %u:%g /data/own-$$'
+  # 64 MiB written in the guest, checked on the host, read back in the guest.
+  docker run --rm --runtime microrun -v "$d:/data" local/busybox sh -c \
+    'dd if=/dev/urandom of=/data/big bs=1M count=64 2>/dev/null; md5sum /data/big' >"$d.sum"
+  expect_eq "$(cd "$d" && md5sum big | cut -d' ' -f1)" "$(cut -d' ' -f1 "$d.sum")"
+  expect_eq "$(docker run --rm --runtime microrun -v "$d:/data" local/busybox md5sum /data/big | cut -d' ' -f1)" \
+    "$(cut -d' ' -f1 "$d.sum")"
+  docker run --rm --runtime microrun -v "$d:/data" local/busybox sh -c \
+    'mkdir /data/many && cd /data/many && for i in $(seq 2000); do echo $i > f$i; done'
+  expect_eq "$(ls "$d/many" | wc -l)" "2000"
+  expect_eq "$(cat "$d/many/f1999")" "1999"
+  rm -rf "$d" "$d.sum"
+}
+
+# Read-only is enforced on the host, not only by the guest's mount flags: a
+# container that remounts its read-only volume or root read-write in the
+# guest still cannot write through to the host.
+t_docker_readonly_host_side() {
+  local d out; d=$(mktemp -d)
+  out=$(docker run --rm --runtime microrun --cap-add SYS_ADMIN -v "$d:/data:ro" local/busybox sh -c \
+    'mount -o remount,rw,bind /data && echo remounted; { echo x > /data/f; } 2>/dev/null || echo refused') || true
+  echo "$out"
+  expect_eq "$out" "$(printf 'remounted\nrefused')"
+  test ! -e "$d/f"
+  out=$(docker run --rm --runtime microrun --cap-add SYS_ADMIN --read-only local/busybox sh -c \
+    'mount -o remount,rw / && echo remounted; touch /x 2>/dev/null || echo refused') || true
+  echo "$out"
+  expect_eq "$out" "$(printf 'remounted\nrefused')"
+  rm -rf "$d"
+}
+
+# docker's /etc/hosts, /etc/resolv.conf and /etc/hostname reach the guest
+# with docker's contents.
+t_docker_etc_files() {
+  local c f
+  c=$(docker run -d --runtime microrun --hostname e2e-host local/busybox sleep 100)
+  for f in Hosts ResolvConf Hostname; do
+    local path; path=$(docker inspect -f "{{.${f}Path}}" "$c")
+    local guest=/etc/$(echo "$f" | tr 'A-Z' 'a-z' | sed 's/resolvconf/resolv.conf/')
+    agree "$(cat "$path")" "$(docker exec "$c" cat "$guest")"
+  done
+  docker exec "$c" hostname | grep -qx e2e-host
+  docker rm -f "$c" >/dev/null
+}
+
+# From inside the guest, nothing outside the shared paths can be read:
+# symlinks (absolute and relative) and `..` resolve in the guest.
+t_virtiofs_escape() {
+  local d secret out; d=$(mktemp -d)
+  secret="canary-$RANDOM$RANDOM"
+  mkdir "$d/vol"; echo "$secret" > "$d/canary"
+  ln -s "$d/canary" "$d/vol/abs"
+  ln -s ../canary "$d/vol/rel"
+  ln -s ../../../../../../../.. "$d/vol/up"
+  out=$(docker run --rm --runtime microrun -v "$d/vol:/data" local/busybox sh -c \
+    "cat /data/abs /data/rel /data/up$d/canary /data/../canary /data/../../$d/canary; ls /data/up; cat /proc/self/mounts" 2>&1) || true
+  echo "$out"
+  if echo "$out" | grep -q "$secret"; then echo "host canary leaked"; return 1; fi
+  # The guest sees its own root through the symlink, never the host's.
+  echo "$out" | grep -q '^bin$'
+  rm -rf "$d"
+}
+
+# The raw CLI on a bundle: the rootfs and a bind mount are the host's own
+# directories (writes land there, as with runc); a missing bind source is
+# an error that leaves nothing behind.
+t_raw_cli_binds() {
+  local b=/tmp/e2e-binds d; d=$(mktemp -d)
+  bundle "$b" '["sh", "-c", "echo in-root > /written; cat /data/f; echo from-guest > /data/g"]'
+  sed -i 's/"readonly": true/"readonly": false/' "$b/config.json"
+  echo from-host > "$d/f"
+  add_bind "$b" "$d" /data
+  expect_eq "$("$MR" run --bundle "$b" e2e-binds)" "from-host"
+  expect_eq "$(cat "$b/rootfs/written")" "in-root"
+  expect_eq "$(cat "$d/g")" "from-guest"
+  bundle "$b" '["true"]'
+  add_bind "$b" /nonexistent/e2e-src /data
+  local err; err=$("$MR" run --bundle "$b" e2e-binds 2>&1) && return 1
+  echo "$err"
+  echo "$err" | grep -q /nonexistent/e2e-src
+  "$MR" list | grep -q e2e-binds && return 1
+  test ! -e /run/microrun/e2e-binds
+  rm -rf "$d" "$b"
+}
+
+# A root on a block image (annotation io.microrun.rootfs-block): attached
+# with virtio-blk, mounted by the agent; writes land in the image; bind
+# mounts still come through virtio-fs.
+t_raw_cli_block_root() {
+  local b=/tmp/e2e-blk img=/tmp/e2e-root.img d; d=$(mktemp -d)
+  bundle "$b" '["sh", "-c", "head -1 /proc/mounts; cat /data/f; echo in-image > /written"]'
+  sed -i 's/"readonly": true/"readonly": false/' "$b/config.json"
+  rm -f "$img"; truncate -s 64M "$img"
+  mkfs.ext4 -q -d "$b/rootfs" "$img"
+  rm -rf "$b/rootfs"; mkdir "$b/rootfs"
+  sed -i "s|\"annotations\": {}|\"annotations\": {\"io.microrun.rootfs-block\": \"$img\"}|" "$b/config.json"
+  echo from-host > "$d/f"
+  add_bind "$b" "$d" /data
+  local out; out=$("$MR" run --bundle "$b" e2e-blk)
+  echo "$out"
+  expect_eq "$(echo "$out" | cut -d' ' -f1-3)" "$(printf '/dev/vda / ext4\nfrom-host')"
+  expect_eq "$(debugfs -R 'cat /written' "$img" 2>/dev/null)" "in-image"
+  rm -rf "$d" "$b" "$img"
+}
+
 # A terminal: the size set on the client's terminal reaches the guest pty.
 t_docker_tty() {
   local out
@@ -303,6 +424,12 @@ scenario docker-tty t_docker_tty
 scenario docker-exec-tty-size t_docker_exec_tty_size
 scenario docker-lifecycle t_docker_lifecycle
 scenario docker-volumes t_docker_volumes
+scenario docker-volume-live t_docker_volume_live
+scenario docker-readonly-host-side t_docker_readonly_host_side
+scenario docker-etc-files t_docker_etc_files
+scenario virtiofs-escape t_virtiofs_escape
+scenario raw-cli-binds t_raw_cli_binds
+scenario raw-cli-block-root t_raw_cli_block_root
 scenario raw-cli-run t_raw_cli_run
 scenario raw-cli-lifecycle t_raw_cli_lifecycle
 scenario raw-cli-signals t_raw_cli_signals

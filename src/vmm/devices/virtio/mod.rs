@@ -2,6 +2,7 @@
 //! the transport owns registers, feature negotiation and queue setup.
 
 pub mod blk;
+pub mod fs;
 pub mod mmio;
 pub mod rng;
 pub mod vsock;
@@ -13,6 +14,7 @@ use virtio_queue::Queue;
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
+pub const TYPE_FS: u32 = 26;
 
 #[derive(Debug, Error)]
 pub enum DeviceError {

@@ -1,0 +1,311 @@
+//! virtio-fs: the guest's FUSE requests served in-process by
+//! fuse-backend-rs's passthrough file system, rooted at the container's
+//! share directory (see `vmm::share`).
+//!
+//! Containment is layered: the passthrough resolves one name at a time
+//! under the root with O_NOFOLLOW (symlinks are returned to the guest and
+//! resolved there, inside the guest), maps `..` of the root to the root,
+//! and the share itself lives in the monitor's private mount namespace
+//! where read-only binds are enforced by the host kernel.
+
+use super::{read_config_bytes, DeviceError, VirtioDevice, TYPE_FS, VIRTIO_F_VERSION_1};
+use crate::vmm::memory::Memory;
+use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
+use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use virtio_queue::{Queue, QueueT};
+
+/// Queue 0 is the high-priority queue (FORGET, INTERRUPT), 1 the requests.
+const QUEUE_SIZE: u16 = 256;
+const TAG_LEN: usize = 36;
+/// Lookups and attributes are cached this long in the guest: host-side
+/// changes to a volume show within this time (the "auto" policy).
+const CACHE_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct Fs {
+    server: Server<Arc<PassthroughFs>>,
+    config: [u8; TAG_LEN + 4],
+}
+
+impl Fs {
+    pub fn new(tag: &str, root: &Path) -> std::io::Result<Fs> {
+        if tag.is_empty() || tag.len() > TAG_LEN {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("virtio-fs tag {tag:?} must be 1 to {TAG_LEN} bytes"),
+            ));
+        }
+        let root_dir = root
+            .to_str()
+            .ok_or_else(|| std::io::Error::other("virtio-fs root is not UTF-8"))?
+            .to_string();
+        let fs = PassthroughFs::new(Config {
+            root_dir,
+            cache_policy: CachePolicy::Auto,
+            entry_timeout: CACHE_TIMEOUT,
+            attr_timeout: CACHE_TIMEOUT,
+            xattr: true,
+            do_import: true,
+            writeback: false,
+            ..Default::default()
+        })?;
+        fs.import()?;
+        let mut config = [0u8; TAG_LEN + 4];
+        config[..tag.len()].copy_from_slice(tag.as_bytes());
+        config[TAG_LEN..].copy_from_slice(&1u32.to_le_bytes());
+        Ok(Fs {
+            server: Server::new(Arc::new(fs)),
+            config,
+        })
+    }
+}
+
+impl VirtioDevice for Fs {
+    fn device_type(&self) -> u32 {
+        TYPE_FS
+    }
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![QUEUE_SIZE, QUEUE_SIZE]
+    }
+    fn features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn process(
+        &mut self,
+        _index: usize,
+        queue: &mut Queue,
+        mem: &Memory,
+    ) -> Result<bool, DeviceError> {
+        let bad = |e: &dyn std::fmt::Display| DeviceError::BadRequest(format!("virtio-fs: {e}"));
+        let mut used = false;
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let reader = Reader::from_descriptor_chain(mem, chain.clone()).map_err(|e| bad(&e))?;
+            let writer = VirtioFsWriter::new(mem, chain).map_err(|e| bad(&e))?;
+            // File system errors are replies to the guest; an error here is
+            // a request the FUSE protocol cannot even answer.
+            let written = self
+                .server
+                .handle_message(reader, writer.into(), None, None)
+                .map_err(|e| bad(&e))?;
+            queue.add_used(mem, head, u32::try_from(written).unwrap_or(u32::MAX))?;
+            used = true;
+        }
+        Ok(used)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtio_queue::desc::{split::Descriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    const WRITE: u16 = 2;
+    const NEXT: u16 = 1;
+    const IN: u64 = 0x10_0000;
+    const OUT: u64 = 0x20_0000;
+    const OP_LOOKUP: u32 = 1;
+    const OP_INIT: u32 = 26;
+    const ROOT: u64 = 1;
+
+    fn mem() -> Memory {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap()
+    }
+
+    /// One FUSE request: header (len, opcode, unique, nodeid, uid, gid, pid,
+    /// extlen, pad) and body.
+    fn request(opcode: u32, nodeid: u64, body: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend(((40 + body.len()) as u32).to_le_bytes());
+        v.extend(opcode.to_le_bytes());
+        v.extend(7u64.to_le_bytes());
+        v.extend(nodeid.to_le_bytes());
+        v.extend([0u8; 16]);
+        v.extend(body);
+        v
+    }
+
+    /// Sends one request; returns (error, body) of the reply.
+    fn call(fs: &mut Fs, m: &Memory, req: &[u8]) -> (i32, Vec<u8>) {
+        m.write_slice(req, GuestAddress(IN)).unwrap();
+        let vq = MockSplitQueue::new(m, 16);
+        vq.build_desc_chain(&[
+            RawDescriptor::from(Descriptor::new(IN, req.len() as u32, NEXT, 1)),
+            RawDescriptor::from(Descriptor::new(OUT, 4096, WRITE, 0)),
+        ])
+        .unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        assert!(fs.process(1, &mut q, m).unwrap());
+        let mut out = vec![0u8; 4096];
+        m.read_slice(&mut out, GuestAddress(OUT)).unwrap();
+        let len = u32::from_le_bytes(out[0..4].try_into().unwrap()) as usize;
+        let err = i32::from_le_bytes(out[4..8].try_into().unwrap());
+        (err, out[16..len.max(16)].to_vec())
+    }
+
+    fn init(fs: &mut Fs, m: &Memory) {
+        let mut body = Vec::new();
+        for v in [7u32, 31, 0, 0] {
+            body.extend(v.to_le_bytes());
+        }
+        body.extend([0u8; 48]);
+        let (err, _) = call(fs, m, &request(OP_INIT, 0, &body));
+        assert_eq!(err, 0);
+    }
+
+    fn lookup(fs: &mut Fs, m: &Memory, parent: u64, name: &str) -> (i32, u64) {
+        let mut body = name.as_bytes().to_vec();
+        body.push(0);
+        let (err, out) = call(fs, m, &request(OP_LOOKUP, parent, &body));
+        let node = out
+            .get(0..8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+            .unwrap_or(0);
+        (err, node)
+    }
+
+    #[test]
+    fn config_space_holds_the_tag_and_one_request_queue() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = Fs::new("microrun", d.path()).unwrap();
+        let mut tag = [0u8; 36];
+        fs.read_config(0, &mut tag);
+        assert_eq!(&tag[..9], b"microrun\0");
+        let mut n = [0u8; 4];
+        fs.read_config(36, &mut n);
+        assert_eq!(u32::from_le_bytes(n), 1);
+        assert!(Fs::new("", d.path()).is_err());
+        assert!(Fs::new(&"x".repeat(37), d.path()).is_err());
+    }
+
+    #[test]
+    fn lookups_stay_beneath_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("share");
+        std::fs::create_dir_all(root.join("dir")).unwrap();
+        std::fs::write(d.path().join("canary"), b"secret").unwrap();
+        std::fs::write(root.join("dir/file"), b"x").unwrap();
+        std::os::unix::fs::symlink("../../canary", root.join("dir/link")).unwrap();
+        let m = mem();
+        let mut fs = Fs::new("t", &root).unwrap();
+        init(&mut fs, &m);
+        let (err, dir) = lookup(&mut fs, &m, ROOT, "dir");
+        assert_eq!(err, 0);
+        assert!(dir > ROOT);
+        assert_eq!(lookup(&mut fs, &m, dir, "file").0, 0);
+        // `..` of the root is the root; the canary beside it is unreachable.
+        assert_eq!(lookup(&mut fs, &m, ROOT, ".."), (0, ROOT));
+        assert_eq!(lookup(&mut fs, &m, dir, ".."), (0, ROOT));
+        assert_eq!(lookup(&mut fs, &m, ROOT, "canary").0, -libc::ENOENT);
+        // A name is one component; a symlink is an entry, not followed here.
+        assert_eq!(lookup(&mut fs, &m, ROOT, "../canary").0, -libc::EINVAL);
+        let (err, link) = lookup(&mut fs, &m, dir, "link");
+        assert_eq!(err, 0);
+        assert_eq!(lookup(&mut fs, &m, link, "x").0, -libc::ENOTDIR);
+    }
+
+    /// Thousands of random requests (every opcode, random node ids, random
+    /// bodies, often with plausible names): no panic, and nothing outside
+    /// the root is touched.
+    #[test]
+    fn random_requests_stay_inside_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("share");
+        std::fs::create_dir_all(root.join("dir")).unwrap();
+        std::fs::write(root.join("dir/file"), b"x").unwrap();
+        std::fs::write(d.path().join("canary"), b"secret").unwrap();
+        let m = mem();
+        let mut fs = Fs::new("t", &root).unwrap();
+        init(&mut fs, &m);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let names: [&[u8]; 6] = [
+            b"..\0",
+            b".\0",
+            b"dir\0",
+            b"file\0",
+            b"../canary\0",
+            b"new\0",
+        ];
+        for _ in 0..5000 {
+            let opcode = (next() % 52) as u32;
+            // FUSE_DESTROY would end the session for the rest of the run.
+            if opcode == 38 {
+                continue;
+            }
+            let node = next() % 8;
+            let mut body: Vec<u8> = (0..next() % 96).map(|_| next() as u8).collect();
+            if next() % 2 == 0 {
+                body.extend(names[(next() % 6) as usize]);
+                body.extend(names[(next() % 6) as usize]);
+            }
+            let req = request(opcode, node, &body);
+            m.write_slice(&req, GuestAddress(IN)).unwrap();
+            let vq = MockSplitQueue::new(&m, 16);
+            vq.build_desc_chain(&[
+                RawDescriptor::from(Descriptor::new(IN, req.len() as u32, NEXT, 1)),
+                RawDescriptor::from(Descriptor::new(OUT, 4096, WRITE, 0)),
+            ])
+            .unwrap();
+            let mut q: Queue = vq.create_queue().unwrap();
+            let _ = fs.process(1, &mut q, &m);
+        }
+        let mut outside: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        outside.sort();
+        assert_eq!(outside, ["canary", "share"]);
+        assert_eq!(std::fs::read(d.path().join("canary")).unwrap(), b"secret");
+    }
+
+    #[test]
+    fn hostile_chains_fail_the_device_instead_of_crashing() {
+        let d = tempfile::tempdir().unwrap();
+        let m = mem();
+        let mut fs = Fs::new("t", d.path()).unwrap();
+        // Out of guest memory.
+        let vq = MockSplitQueue::new(&m, 16);
+        vq.build_desc_chain(&[
+            RawDescriptor::from(Descriptor::new(0xffff_f000, 0x2000, NEXT, 1)),
+            RawDescriptor::from(Descriptor::new(OUT, 4096, WRITE, 0)),
+        ])
+        .unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        assert!(fs.process(1, &mut q, &m).is_err());
+        // No request at all: only a writable buffer.
+        let vq = MockSplitQueue::new(&m, 16);
+        vq.build_desc_chain(&[RawDescriptor::from(Descriptor::new(OUT, 4096, WRITE, 0))])
+            .unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        assert!(fs.process(1, &mut q, &m).is_err());
+        // A header claiming more than was sent, and no room for a reply.
+        let mut req = request(OP_LOOKUP, ROOT, b"x\0");
+        req[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        m.write_slice(&req, GuestAddress(IN)).unwrap();
+        let vq = MockSplitQueue::new(&m, 16);
+        vq.build_desc_chain(&[RawDescriptor::from(Descriptor::new(
+            IN,
+            req.len() as u32,
+            0,
+            0,
+        ))])
+        .unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let _ = fs.process(1, &mut q, &m);
+    }
+}

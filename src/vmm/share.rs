@@ -1,0 +1,315 @@
+//! The tree a container's virtio-fs device serves: the rootfs and the source
+//! of every bind mount, bound side by side under one directory.
+//!
+//! The binds are made in a mount namespace of the monitor's own, so they
+//! are never visible on the host and vanish with the monitor however it
+//! ends (nothing to clean up after SIGKILL). Read-only binds are read-only
+//! here, in the host kernel, not only in the guest.
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use oci_spec::runtime::Mount;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// The guest mounts the share under this tag at this path.
+pub const TAG: &str = "microrun";
+pub const GUEST_PATH: &str = "/run/microrun/share";
+const ROOTFS: &str = "rootfs";
+
+#[derive(Debug, Error)]
+pub enum ShareError {
+    #[error("share: private mount namespace: {0} (the monitor must be single-threaded and root)")]
+    Namespace(nix::Error),
+    #[error("share: {what} {path}: {source}")]
+    Mount {
+        what: &'static str,
+        path: PathBuf,
+        source: nix::Error,
+    },
+    #[error("share: {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bind mount {dest}: source {source_path} does not exist")]
+    MissingSource { dest: String, source_path: PathBuf },
+}
+
+/// The prepared share: its host root, and where the guest finds each part.
+#[derive(Debug)]
+pub struct Share {
+    pub root: PathBuf,
+    /// (index in the spec's mounts, guest path of its source)
+    pub binds: Vec<(usize, String)>,
+    /// The rootfs is to be read-only once the container is built.
+    seal_root: bool,
+}
+
+impl Share {
+    pub fn guest_rootfs() -> String {
+        format!("{GUEST_PATH}/{ROOTFS}")
+    }
+
+    /// Makes a read-only root read-only on the host. Until now the guest
+    /// could create mount points in it, as runc does before it remounts the
+    /// root read-only; the workload only runs after this.
+    pub fn seal(&self) -> Result<(), ShareError> {
+        if !self.seal_root {
+            return Ok(());
+        }
+        let dst = self.root.join(ROOTFS);
+        mount(
+            None::<&str>,
+            &dst,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|source| ShareError::Mount {
+            what: "make read-only",
+            path: dst,
+            source,
+        })
+    }
+}
+
+/// Whether a spec mount takes its source from the host.
+pub fn bind_source(m: &Mount) -> Option<&Path> {
+    let bind = m.typ().as_deref() == Some("bind")
+        || m.options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind");
+    if bind {
+        m.source().as_deref()
+    } else {
+        None
+    }
+}
+
+fn has_option(m: &Mount, opt: &str) -> bool {
+    m.options().iter().flatten().any(|o| o == opt)
+}
+
+fn bind(src: &Path, dst: &Path, recursive: bool, read_only: bool) -> Result<(), ShareError> {
+    let err = |what| {
+        move |source| ShareError::Mount {
+            what,
+            path: dst.to_path_buf(),
+            source,
+        }
+    };
+    let rec = if recursive {
+        MsFlags::MS_REC
+    } else {
+        MsFlags::empty()
+    };
+    mount(
+        Some(src),
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND | rec,
+        None::<&str>,
+    )
+    .map_err(err("bind"))?;
+    if read_only {
+        mount(
+            None::<&str>,
+            dst,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | rec,
+            None::<&str>,
+        )
+        .map_err(err("make read-only"))?;
+    }
+    Ok(())
+}
+
+/// Enters a private mount namespace and builds the share under `dir`: the
+/// rootfs (unless the root comes as a block device) and the bind sources.
+/// Must run while the process is single-threaded (unshare(CLONE_NEWNS)).
+pub fn prepare(
+    dir: &Path,
+    rootfs: Option<&Path>,
+    root_read_only: bool,
+    mounts: &[Mount],
+) -> Result<Share, ShareError> {
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ShareError::Io { what, path, source }
+    };
+    // Check sources first: a bad spec fails before anything is made.
+    for m in mounts {
+        if let Some(src) = bind_source(m) {
+            if std::fs::symlink_metadata(src).is_err() {
+                return Err(ShareError::MissingSource {
+                    dest: m.destination().display().to_string(),
+                    source_path: src.to_path_buf(),
+                });
+            }
+        }
+    }
+    unshare(CloneFlags::CLONE_NEWNS).map_err(ShareError::Namespace)?;
+    // Host mounts still reach us (slave); ours never reach the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|source| ShareError::Mount {
+        what: "make slave",
+        path: "/".into(),
+        source,
+    })?;
+    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    mount(
+        Some("microrun-share"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755,size=1m"),
+    )
+    .map_err(|source| ShareError::Mount {
+        what: "tmpfs",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if let Some(rootfs) = rootfs {
+        let root_dst = dir.join(ROOTFS);
+        std::fs::create_dir(&root_dst).map_err(io("create", &root_dst))?;
+        bind(rootfs, &root_dst, true, false)?;
+    }
+    let mut binds = Vec::new();
+    for (i, m) in mounts.iter().enumerate() {
+        let Some(src) = bind_source(m) else { continue };
+        let name = format!("m{i}");
+        let dst = dir.join(&name);
+        if src.is_dir() {
+            std::fs::create_dir(&dst).map_err(io("create", &dst))?;
+        } else {
+            std::fs::File::create(&dst).map_err(io("create", &dst))?;
+        }
+        bind(src, &dst, has_option(m, "rbind"), has_option(m, "ro"))?;
+        binds.push((i, format!("{GUEST_PATH}/{name}")));
+    }
+    // The guest gets the parts, not room to add its own files beside them.
+    mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755,size=1m"),
+    )
+    .map_err(|source| ShareError::Mount {
+        what: "make read-only",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(Share {
+        root: dir.to_path_buf(),
+        binds,
+        seal_root: root_read_only && rootfs.is_some(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::MountBuilder;
+
+    fn m(dest: &str, src: &str, typ: &str, opts: &[&str]) -> Mount {
+        MountBuilder::default()
+            .destination(dest)
+            .source(src)
+            .typ(typ)
+            .options(opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn bind_sources_are_recognised_by_type_or_option() {
+        assert!(bind_source(&m("/a", "/x", "bind", &[])).is_some());
+        assert!(bind_source(&m("/a", "/x", "none", &["rbind", "ro"])).is_some());
+        assert!(bind_source(&m("/proc", "proc", "proc", &["nosuid"])).is_none());
+        assert!(has_option(&m("/a", "/x", "bind", &["ro"]), "ro"));
+    }
+
+    #[test]
+    fn a_missing_source_fails_before_anything_is_made() {
+        let d = tempfile::tempdir().unwrap();
+        let share = d.path().join("share");
+        let err = prepare(
+            &share,
+            Some(d.path()),
+            false,
+            &[m("/data", "/nonexistent/src", "bind", &["rbind"])],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/src"), "{err}");
+        assert!(!share.exists());
+    }
+
+    /// The namespace part needs a single-threaded root process: run it in a
+    /// forked child.
+    #[test]
+    fn binds_are_private_and_read_only_where_asked() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root for mount namespaces");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let rootfs = d.path().join("rootfs");
+        let vol = d.path().join("vol");
+        let file = d.path().join("hosts");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        std::fs::create_dir_all(&vol).unwrap();
+        std::fs::write(&file, b"127.0.0.1 x\n").unwrap();
+        let share = d.path().join("share");
+        let mounts = vec![
+            m("/proc", "proc", "proc", &[]),
+            m("/data", vol.to_str().unwrap(), "bind", &["rbind", "ro"]),
+            m("/etc/hosts", file.to_str().unwrap(), "bind", &["rbind"]),
+        ];
+        // SAFETY: the child only runs the code below and exits; it does not
+        // touch locks other test threads might hold except through the
+        // allocator, which is fork-safe in glibc.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let ok = (|| {
+                    let s = prepare(&share, Some(&rootfs), true, &mounts).ok()?;
+                    let bad = |p: PathBuf| std::fs::write(p, b"x").is_ok();
+                    // Mount points can be made until the root is sealed.
+                    let before_seal = std::fs::create_dir(share.join("rootfs/mnt")).is_ok();
+                    s.seal().ok()?;
+                    let checks = [
+                        before_seal,
+                        s.binds
+                            == vec![
+                                (1, format!("{GUEST_PATH}/m1")),
+                                (2, format!("{GUEST_PATH}/m2")),
+                            ],
+                        !bad(share.join("rootfs/f")),
+                        !bad(share.join("m1/f")),
+                        !bad(share.join("new")),
+                        std::fs::read(share.join("m2")).ok()? == b"127.0.0.1 x\n",
+                        std::fs::write(share.join("m2"), b"changed\n").is_ok(),
+                    ];
+                    Some(checks.iter().all(|c| *c))
+                })();
+                std::process::exit(if ok == Some(true) { 0 } else { 1 });
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let st = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
+        // Writes through a writable bind reach the host; the binds did not.
+        assert_eq!(std::fs::read(&file).unwrap(), b"changed\n");
+        assert_eq!(std::fs::read_dir(&share).unwrap().count(), 0);
+    }
+}
