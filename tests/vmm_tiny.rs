@@ -51,6 +51,7 @@ fn long_mode_guest_writes_serial_and_resets() {
         rng: false,
         vsock: None,
         fs: None,
+        nets: vec![],
     })
     .unwrap();
     assert_eq!(vm.wait(), VmEnd::Reset);
@@ -77,6 +78,7 @@ fn a_guest_that_spins_can_be_paused_and_stopped() {
         rng: false,
         vsock: None,
         fs: None,
+        nets: vec![],
     })
     .unwrap();
     assert!(vm.pause(), "every vCPU parks");
@@ -119,6 +121,7 @@ fn mmio_reads_and_writes_reach_the_virtio_transport() {
         rng: true,
         vsock: None,
         fs: None,
+        nets: vec![],
     })
     .unwrap();
     assert_eq!(vm.wait(), VmEnd::Reset);

@@ -178,7 +178,12 @@ impl Agent {
                 id: _,
                 spec,
                 mounts,
-            } => match self.create(*spec, &mounts) {
+                interfaces,
+                routes,
+            } => match crate::net::configure(&interfaces, &routes)
+                .map_err(|e| format!("network: {e}"))
+                .and_then(|()| self.create(*spec, &mounts))
+            {
                 Ok(()) => Reply::Ok,
                 Err(e) => err(e),
             },

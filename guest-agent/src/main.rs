@@ -8,6 +8,7 @@ mod control;
 mod fdpass;
 mod init;
 mod mounts;
+mod net;
 mod selftest;
 mod spawn;
 mod stdio;

@@ -86,6 +86,14 @@ pub enum Request {
         /// the rootfs and bind sources, or a block-device root.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         mounts: Vec<GuestMount>,
+        /// The VM's network interfaces, in device order (eth0, eth1, ...
+        /// as the guest kernel names them), and the routes over them. When
+        /// there are interfaces, the container uses the guest's network
+        /// namespace, where they live.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        interfaces: Vec<NetInterface>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        routes: Vec<NetRoute>,
     },
     Start,
     /// Signal one process, or with `all` every process of the container.
@@ -119,6 +127,25 @@ pub struct GuestMount {
     /// Empty: whichever block file system the guest kernel recognises.
     pub fstype: String,
     pub read_only: bool,
+}
+
+/// One network interface as the container's namespace on the host has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetInterface {
+    pub name: String,
+    /// aa:bb:cc:dd:ee:ff
+    pub mac: String,
+    pub mtu: u32,
+    /// IPv4 CIDRs, e.g. 172.17.0.2/16.
+    pub addresses: Vec<String>,
+}
+
+/// An IPv4 route: destination CIDR (0.0.0.0/0 for the default), gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetRoute {
+    pub destination: String,
+    pub gateway: Option<String>,
+    pub device: String,
 }
 
 /// Resource figures of the container's cgroup.

@@ -86,6 +86,7 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<i32> {
             ),
             None => None,
         },
+        nets: vec![],
     })
     .map_err(|e| CliError::Msg(e.to_string()))?;
     let end = vm.wait();

@@ -123,6 +123,7 @@ pub fn probe_user_space() -> Result<(), CheckError> {
         rng: false,
         vsock: None,
         fs: None,
+        nets: vec![],
     })
     .map_err(|e| perr(&e))?;
     let end = vm.wait_timeout(Duration::from_secs(10));

@@ -9,6 +9,7 @@ pub mod image;
 pub mod layout;
 pub mod memory;
 pub mod mptable;
+pub mod net;
 pub mod probe;
 pub mod sandbox;
 pub mod share;

@@ -6,9 +6,11 @@
 //! on either side are seen by the other.
 
 use super::image;
+use super::net::{self, Network};
 use super::share::{self, Share};
 use super::vcpu::VmEnd;
-use super::vm::{DiskConfig, Vm, VmConfig};
+use super::vm::{DiskConfig, NetConfig, Vm, VmConfig};
+use crate::monitor::netns;
 use crate::sandbox::{
     ContainerConfig, ExitStatus, ProcessId, ProcessIo, Sandbox, SandboxError, Stats, INIT,
 };
@@ -17,7 +19,7 @@ use microrun_protocol::relay;
 use microrun_protocol::{
     GuestMount, Hello, Reply, Request, AGENT_PORT, PROTOCOL_VERSION, STDIO_PORT,
 };
-use oci_spec::runtime::{LinuxResources, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
@@ -61,6 +63,8 @@ pub struct VmSandbox {
     /// The rootfs's guest path.
     guest_root: Mutex<String>,
     share: Mutex<Option<Share>>,
+    /// The container's network namespace, wired to the VM.
+    network: Mutex<Option<Network>>,
 }
 
 impl VmSandbox {
@@ -77,6 +81,7 @@ impl VmSandbox {
             guest_mounts: Mutex::new(Vec::new()),
             guest_root: Mutex::new(Share::guest_rootfs()),
             share: Mutex::new(None),
+            network: Mutex::new(None),
         }
     }
 
@@ -116,6 +121,23 @@ impl VmSandbox {
         spec.set_hooks(None);
         if let Some(root) = spec.root_mut() {
             root.set_path(PathBuf::from(self.guest_root.lock().map_err(fail)?.clone()));
+        }
+        // The interfaces live in the guest's own network namespace: a
+        // container given interfaces uses it rather than a new, empty one.
+        let has_net = self
+            .network
+            .lock()
+            .map_err(fail)?
+            .as_ref()
+            .is_some_and(|n| !n.wired.is_empty());
+        if has_net {
+            if let Some(nss) = spec
+                .linux_mut()
+                .as_mut()
+                .and_then(|l| l.namespaces_mut().as_mut())
+            {
+                nss.retain(|n| n.typ() != LinuxNamespaceType::Network);
+            }
         }
         let binds = self.binds.lock().map_err(fail)?.clone();
         if let Some(mounts) = spec.mounts_mut() {
@@ -199,6 +221,26 @@ impl VmSandbox {
         let root = s.root.clone();
         *self.share.lock().map_err(fail)? = Some(s);
         Ok(root)
+    }
+
+    /// Wires the network namespace's interfaces to taps and returns their
+    /// virtio-net devices. A spec without a network namespace (the host's,
+    /// which a VM cannot share) gets none.
+    fn wire_network(&self) -> Result<Vec<NetConfig>, SandboxError> {
+        if netns::mode(&self.config.spec) == netns::NetMode::Host {
+            return Ok(Vec::new());
+        }
+        let network = net::wire().map_err(fail)?;
+        let mut devices = Vec::new();
+        for w in &network.wired {
+            devices.push(NetConfig {
+                tap: w.tap.file().try_clone().map_err(fail)?,
+                mac: w.mac,
+                mtu: w.mtu,
+            });
+        }
+        *self.network.lock().map_err(fail)? = Some(network);
+        Ok(devices)
     }
 
     /// Opens a process's stdio streams and relays them to `io`.
@@ -388,6 +430,7 @@ impl Sandbox for VmSandbox {
         let block_root = self.block_root()?;
         let share = self.prepare_share(block_root.as_ref())?;
         raise_fd_limit();
+        let nets = self.wire_network()?;
         let (mem_bytes, vcpus) = self.sizing();
         let console: Box<dyn Write + Send> = if self.config.debug {
             Box::new(
@@ -413,6 +456,7 @@ impl Sandbox for VmSandbox {
             rng: true,
             vsock: Some(self.vsock_path()),
             fs: Some((share::TAG.to_string(), share)),
+            nets,
         })
         .map_err(fail)?;
         *self.vm.lock().map_err(fail)? = Some(vm);
@@ -434,10 +478,19 @@ impl Sandbox for VmSandbox {
 
     fn create(&self, io: ProcessIo) -> Result<(), SandboxError> {
         self.open_stdio(INIT, io)?;
+        let (interfaces, routes) = match self.network.lock().map_err(fail)?.as_ref() {
+            Some(n) => (
+                n.wired.iter().map(|w| w.guest.clone()).collect(),
+                n.routes.clone(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
         let req = Request::Create {
             id: self.config.id.clone(),
             spec: Box::new(self.guest_spec()?),
             mounts: self.guest_mounts.lock().map_err(fail)?.clone(),
+            interfaces,
+            routes,
         };
         self.call(&req)?;
         match self.share.lock().map_err(fail)?.as_ref() {
@@ -534,6 +587,11 @@ impl Sandbox for VmSandbox {
     fn shutdown(&self) {
         if let Ok(mut vm) = self.vm.lock() {
             vm.take();
+        }
+        if let Ok(mut net) = self.network.lock() {
+            if let Some(n) = net.take() {
+                n.unwire();
+            }
         }
         let _ = std::fs::remove_file(self.vsock_path());
     }

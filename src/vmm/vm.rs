@@ -6,6 +6,7 @@ use super::bus::Bus;
 use super::devices::virtio::blk::Block;
 use super::devices::virtio::fs::Fs;
 use super::devices::virtio::mmio::{MmioTransport, REG_QUEUE_NOTIFY};
+use super::devices::virtio::net::Net;
 use super::devices::virtio::rng::Rng;
 use super::devices::virtio::vsock::Vsock;
 use super::devices::virtio::VirtioDevice;
@@ -77,6 +78,15 @@ pub struct VmConfig {
     pub vsock: Option<PathBuf>,
     /// A virtio-fs device: (tag, host directory it serves).
     pub fs: Option<(String, PathBuf)>,
+    /// virtio-net devices, in order (the guest's eth0, eth1, ...).
+    pub nets: Vec<NetConfig>,
+}
+
+pub struct NetConfig {
+    /// The tap (a duplicate of the monitor's descriptor).
+    pub tap: std::fs::File,
+    pub mac: [u8; 6],
+    pub mtu: u16,
 }
 
 /// The guest's vsock context id.
@@ -157,6 +167,13 @@ impl Vm {
                 source,
             })?;
             virtio.push(Box::new(fs));
+        }
+        for n in cfg.nets {
+            let net = Net::new(Box::new(n.tap), n.mac, n.mtu).map_err(|source| VmError::Io {
+                what: "virtio-net",
+                source,
+            })?;
+            virtio.push(Box::new(net));
         }
         let mut mmio = Bus::default();
         let mut words: Vec<String> = BASE_CMDLINE.iter().map(|s| s.to_string()).collect();

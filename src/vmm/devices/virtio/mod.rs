@@ -4,6 +4,7 @@
 pub mod blk;
 pub mod fs;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 pub mod vsock;
 
@@ -12,6 +13,7 @@ use thiserror::Error;
 use virtio_queue::Queue;
 
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
 pub const TYPE_FS: u32 = 26;
