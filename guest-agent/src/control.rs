@@ -180,7 +180,9 @@ impl Agent {
                 mounts,
                 interfaces,
                 routes,
-            } => match crate::net::configure(&interfaces, &routes)
+                net_sysctls,
+            } => match crate::net::sysctls(&net_sysctls)
+                .and_then(|()| crate::net::configure(&interfaces, &routes))
                 .map_err(|e| format!("network: {e}"))
                 .and_then(|()| self.create(*spec, &mounts))
             {

@@ -96,6 +96,25 @@ impl Ctl {
     }
 }
 
+/// Writes network sysctls (only `net.*` keys) in the guest's namespace.
+pub fn sysctls(list: &[(String, String)]) -> Result<(), NetError> {
+    for (key, value) in list {
+        let path = sysctl_path(key).ok_or_else(|| NetError(format!("refused sysctl {key:?}")))?;
+        std::fs::write(&path, value).map_err(|e| NetError(format!("sysctl {key}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn sysctl_path(key: &str) -> Option<String> {
+    let ok = key.starts_with("net.")
+        && key.split('.').all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    ok.then(|| format!("/proc/sys/{}", key.replace('.', "/")))
+}
+
 /// Brings up loopback and each interface: guest eth<i> is host
 /// interface i (devices are probed in order).
 pub fn configure(ifaces: &[NetInterface], routes: &[NetRoute]) -> Result<(), NetError> {
@@ -181,6 +200,17 @@ fn add_route(ctl: &Ctl, r: &NetRoute) -> Result<(), NetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_net_sysctls_are_written() {
+        assert_eq!(
+            sysctl_path("net.ipv6.conf.all.disable_ipv6").as_deref(),
+            Some("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        );
+        assert_eq!(sysctl_path("kernel.panic"), None);
+        assert_eq!(sysctl_path("net..x"), None);
+        assert_eq!(sysctl_path("net.ipv4/../../x"), None);
+    }
 
     #[test]
     fn cidrs_parse_to_address_and_mask() {

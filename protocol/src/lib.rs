@@ -94,6 +94,10 @@ pub enum Request {
         interfaces: Vec<NetInterface>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         routes: Vec<NetRoute>,
+        /// Network sysctls of the host namespace the guest's must match
+        /// (e.g. Docker disables IPv6 there): (net.x.y, value).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        net_sysctls: Vec<(String, String)>,
     },
     Start,
     /// Signal one process, or with `all` every process of the container.

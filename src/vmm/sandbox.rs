@@ -478,12 +478,13 @@ impl Sandbox for VmSandbox {
 
     fn create(&self, io: ProcessIo) -> Result<(), SandboxError> {
         self.open_stdio(INIT, io)?;
-        let (interfaces, routes) = match self.network.lock().map_err(fail)?.as_ref() {
+        let (interfaces, routes, net_sysctls) = match self.network.lock().map_err(fail)?.as_ref() {
             Some(n) => (
                 n.wired.iter().map(|w| w.guest.clone()).collect(),
                 n.routes.clone(),
+                n.sysctls.clone(),
             ),
-            None => (Vec::new(), Vec::new()),
+            None => (Vec::new(), Vec::new(), Vec::new()),
         };
         let req = Request::Create {
             id: self.config.id.clone(),
@@ -491,6 +492,7 @@ impl Sandbox for VmSandbox {
             mounts: self.guest_mounts.lock().map_err(fail)?.clone(),
             interfaces,
             routes,
+            net_sysctls,
         };
         self.call(&req)?;
         match self.share.lock().map_err(fail)?.as_ref() {
@@ -500,6 +502,17 @@ impl Sandbox for VmSandbox {
     }
 
     fn start(&self) -> Result<(), SandboxError> {
+        if let Some(n) = self.network.lock().map_err(fail)?.as_ref() {
+            let late = n.unwired().map_err(fail)?;
+            if !late.is_empty() {
+                return Err(fail(format!(
+                    "network interface(s) {} appeared after create; microrun wires the \
+                     namespace's interfaces at create and cannot add devices to a running \
+                     VM (Docker ≥ 26 moves the veth in at start: not supported yet)",
+                    late.join(", ")
+                )));
+            }
+        }
         self.call(&Request::Start).map(|_| ())
     }
 

@@ -34,13 +34,51 @@ pub struct Wired {
     pub guest: NetInterface,
 }
 
-/// Everything the namespace has: the wired interfaces and the routes.
+/// Everything the namespace has: the wired interfaces, the routes and the
+/// sysctls the guest mirrors.
 pub struct Network {
     pub wired: Vec<Wired>,
     pub routes: Vec<NetRoute>,
+    pub sysctls: Vec<(String, String)>,
+}
+
+/// Namespace settings the guest copies: Docker turns IPv6 off in the
+/// container's namespace unless the network has it.
+const MIRRORED_SYSCTLS: &[&str] = &[
+    "net.ipv6.conf.all.disable_ipv6",
+    "net.ipv6.conf.default.disable_ipv6",
+];
+
+fn read_sysctls() -> Vec<(String, String)> {
+    MIRRORED_SYSCTLS
+        .iter()
+        .filter_map(|k| {
+            // /proc/sys/net shows the reading process's network namespace.
+            let v = std::fs::read_to_string(format!("/proc/sys/{}", k.replace('.', "/"))).ok()?;
+            Some((k.to_string(), v.trim().to_string()))
+        })
+        .collect()
 }
 
 impl Network {
+    /// Interfaces of the namespace that were not there at create (Docker
+    /// ≥ 26 moves the veth in between create and start): the VM cannot take
+    /// them without hotplug, which microrun does not do.
+    pub fn unwired(&self) -> Result<Vec<String>, NetError> {
+        let links = Netlink::open()?.links()?;
+        Ok(links
+            .into_iter()
+            .filter(|l| {
+                !l.loopback
+                    && !self
+                        .wired
+                        .iter()
+                        .any(|w| w.veth == l.index || w.tap.index == l.index)
+            })
+            .map(|l| l.name)
+            .collect())
+    }
+
     /// Removes the tc state from the veths (the taps go with their fds).
     pub fn unwire(&self) {
         if let Ok(mut nl) = Netlink::open() {
@@ -68,6 +106,7 @@ pub fn wire() -> Result<Network, NetError> {
     let mut net = Network {
         wired: Vec::new(),
         routes: Vec::new(),
+        sysctls: read_sysctls(),
     };
     let res = (|| {
         for (i, l) in links.iter().filter(|l| !l.loopback).enumerate() {

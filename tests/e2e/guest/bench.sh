@@ -58,38 +58,63 @@ for rt in runc /mnt/share/bin/microrun; do
   printf '%-40s %8d ms (mean of 3)\n' "$(basename $rt) run (raw CLI) true" "$(mean_ms 3 $rt run --bundle $b bench-$$)"
 done
 
+# Milliseconds since boot inside a busybox container (its date has no %N).
+NOW='now() { read u _ < /proc/uptime; echo $(( ${u%.*}${u#*.} * 10 )); }'
+
 # File I/O through the runtimes' file sharing (virtio-fs for microrun), in
 # the container's rootfs (/tmp of the image) and in a volume: the work is
 # timed inside the container, so container start is not counted.
-fs_op() { # fs_op RUNTIME DIR VOLUME SCRIPT: ms the script took in DIR
-  local rt=$1 dir=$2 vol=$3 script=$4
-  docker run --rm --runtime "$rt" -v "$vol:/data" local/busybox sh -c \
-    "cd $dir && t0=\$(date +%s%N) && { $script; } && t1=\$(date +%s%N) && echo \$(( (t1 - t0) / 1000000 ))"
+fs_op() { # fs_op RUNTIME DIR VOLUME SETUP TIMED: ms TIMED took in DIR after SETUP
+  docker run --rm --runtime "$1" -v "$3:/data" local/busybox sh -c \
+    "$NOW; cd $2 && { $4; } && t0=\$(now) && { $5; } && echo \$(( \$(now) - t0 ))"
 }
-files='mkdir s && cd s && i=0; while [ $i -lt 10000 ]; do : > f$i; i=$((i+1)); done'
+files='mkdir s && i=0 && while [ $i -lt 10000 ]; do : > s/f$i; i=$((i+1)); done'
+write='dd if=/dev/zero of=big bs=1M count=256 conv=fsync 2>/dev/null'
+read_big='dd if=big of=/dev/null bs=1M 2>/dev/null'
 echo "== file I/O (ms; ratio = runc time / microrun time, higher is better)"
 printf '%-44s %9s %9s %6s\n' "" runc microrun ratio
 for where in /tmp /data; do
   declare -A ms=()
   for rt in runc microrun; do
     vol=$(mktemp -d)
-    ms[$rt,write]=$(fs_op $rt $where "$vol" 'dd if=/dev/zero of=big bs=1M count=256 conv=fsync 2>/dev/null')
+    ms[$rt,write]=$(fs_op $rt $where "$vol" true "$write")
     if [ $where = /data ]; then
+      # Read in a fresh container, host page cache dropped.
       sync; echo 3 > /proc/sys/vm/drop_caches
-      ms[$rt,read]=$(fs_op $rt $where "$vol" 'dd if=big of=/dev/null bs=1M 2>/dev/null')
+      ms[$rt,read]=$(fs_op $rt $where "$vol" true "$read_big")
     else
       # The rootfs is per container: read back in the same one.
-      ms[$rt,read]=$(fs_op $rt $where "$vol" 'dd if=/dev/zero of=big bs=1M count=256 conv=fsync 2>/dev/null && t0=$(date +%s%N) && dd if=big of=/dev/null bs=1M 2>/dev/null && echo $(( ($(date +%s%N) - t0) / 1000000 )) >&2 && exit 0' 2>&1 >/dev/null | tail -1)
+      ms[$rt,read]=$(fs_op $rt $where "$vol" "$write" "$read_big")
     fi
-    ms[$rt,create]=$(fs_op $rt $where "$vol" "$files")
-    ms[$rt,stat]=$(fs_op $rt $where "$vol" "$files; cd .. && t0=\$(date +%s%N) && ls -l s >/dev/null && echo \$(( (\$(date +%s%N) - t0) / 1000000 )) >&2" 2>&1 >/dev/null | tail -1)
-    ms[$rt,unlink]=$(fs_op $rt $where "$vol" "$files; cd .. && t0=\$(date +%s%N) && rm -rf s && echo \$(( (\$(date +%s%N) - t0) / 1000000 )) >&2" 2>&1 >/dev/null | tail -1)
+    rm -f "$vol/big"
+    ms[$rt,create]=$(fs_op $rt $where "$vol" true "$files")
+    ms[$rt,stat]=$(fs_op $rt $where "$vol" "$files" 'ls -l s >/dev/null')
+    ms[$rt,unlink]=$(fs_op $rt $where "$vol" "$files" 'rm -rf s')
     rm -rf "$vol"
   done
   for op in write read create stat unlink; do
     case $op in write|read) what="sequential $op 256 MiB" ;; *) what="$op 10000 small files" ;; esac
-    awk -v w="$what ($( [ $where = /tmp ] && echo rootfs || echo volume))" -v a="${ms[runc,$op]}" -v b="${ms[microrun,$op]}" \
+    awk -v w="$what ($( [ $where = /tmp ] && echo rootfs || echo volume))" -v a="${ms[runc,$op]:-0}" -v b="${ms[microrun,$op]:-0}" \
       'BEGIN {printf "%-44s %9d %9d %6.2f\n", w, a, b, (b > 0 ? a / b : 0)}'
   done
   unset ms
 done
+
+# Network between two containers on docker's bridge, both of one runtime.
+echo "== network (two containers on the default bridge)"
+printf '%-44s %9s %9s\n' "" runc microrun
+declare -A net=()
+for rt in runc microrun; do
+  srv=$(docker run -d --runtime $rt local/busybox sh -c 'while true; do nc -l -p 5001 > /dev/null; done')
+  ip=$(docker inspect -f '{{.NetworkSettings.IPAddress}}' "$srv")
+  out=$(docker run --rm --runtime $rt local/busybox sh -c "$NOW"'
+    ping -c 1 -W 10 '"$ip"' >/dev/null
+    ping -c 10 -i 0.2 '"$ip"' | sed -n "s|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p"
+    t0=$(now); dd if=/dev/zero bs=1M count=64 2>/dev/null | nc '"$ip"' 5001; echo $(( $(now) - t0 ))')
+  net[$rt,ping]=$(echo "$out" | sed -n 1p)
+  ms=$(echo "$out" | sed -n 2p)
+  net[$rt,tcp]=$(awk -v ms="$ms" 'BEGIN {printf "%.1f", (ms > 0 ? 64 * 1000 / ms : 0)}')
+  docker rm -f "$srv" >/dev/null
+done
+printf '%-44s %9s %9s\n' "ping round trip (ms, mean of 10)" "${net[runc,ping]}" "${net[microrun,ping]}"
+printf '%-44s %9s %9s\n' "TCP transfer 64 MiB (MiB/s)" "${net[runc,tcp]}" "${net[microrun,tcp]}"
