@@ -11,3 +11,8 @@ install -m 0644 "$top/build/vmlinux" "$share/share/microrun/vmlinux"
 install -m 0644 "$top/build/initramfs.cpio" "$share/share/microrun/initramfs.cpio"
 cp "$here"/guest/*.sh "$share/e2e/"
 chmod +x "$share/e2e/"*.sh
+# The VMM's unit tests, to run as root with real taps, tc and mount
+# namespaces in the test host (this machine's kernel lacks some of them).
+tests=$(cd "$top" && cargo test -p microrun --lib --no-run --message-format=json 2>/dev/null |
+  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+install -m 0755 "$tests" "$share/bin/microrun-unit-tests"

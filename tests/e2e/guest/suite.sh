@@ -10,6 +10,12 @@ t_kvm_present() {
   lsmod | grep -q kvm_amd
 }
 
+# The VMM's unit tests that need root, real taps, tc and mount namespaces
+# (on a build machine without them they skip).
+t_host_unit_tests() {
+  (cd /tmp && /mnt/share/bin/microrun-unit-tests vmm::net:: vmm::share::)
+}
+
 t_microrun_check() {
   "$MR" check
 }
@@ -491,6 +497,7 @@ scenario docker-etc-files t_docker_etc_files
 scenario virtiofs-escape t_virtiofs_escape
 scenario raw-cli-binds t_raw_cli_binds
 scenario raw-cli-block-root t_raw_cli_block_root
+scenario host-unit-tests t_host_unit_tests
 scenario docker-network t_docker_network
 scenario docker-network-sigkill t_docker_network_sigkill
 scenario docker-network-none t_docker_network_none
