@@ -216,9 +216,9 @@ mod tests {
                         }
                         false
                     };
-                    (&*veth.file()).write_all(&frame).ok()?;
+                    veth.file().write_all(&frame).ok()?;
                     let at_tap = arrives(w.tap.file());
-                    (&*w.tap.file()).write_all(&frame).ok()?;
+                    w.tap.file().write_all(&frame).ok()?;
                     let at_veth = arrives(veth.file());
                     let checks = [
                         at_tap,
