@@ -188,19 +188,14 @@ impl VirtioDevice for Block {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::*;
     use super::*;
     use virtio_queue::desc::{split::Descriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::GuestMemoryMmap;
 
-    const WRITE: u16 = 2;
     const HDR: u64 = 0x20_0000;
     const DATA: u64 = 0x21_0000;
     const STATUS: u64 = 0x22_0000;
-
-    fn mem() -> Memory {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap()
-    }
 
     fn disk(read_only: bool) -> (tempfile::NamedTempFile, Block) {
         let f = tempfile::NamedTempFile::new().unwrap();

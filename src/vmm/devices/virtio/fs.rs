@@ -104,22 +104,17 @@ impl VirtioDevice for Fs {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::*;
     use super::*;
     use virtio_queue::desc::{split::Descriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    use vm_memory::{Bytes, GuestAddress};
 
-    const WRITE: u16 = 2;
-    const NEXT: u16 = 1;
     const IN: u64 = 0x10_0000;
     const OUT: u64 = 0x20_0000;
     const OP_LOOKUP: u32 = 1;
     const OP_INIT: u32 = 26;
     const ROOT: u64 = 1;
-
-    fn mem() -> Memory {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap()
-    }
 
     /// One FUSE request: header (len, opcode, unique, nodeid, uid, gid, pid,
     /// extlen, pad) and body.

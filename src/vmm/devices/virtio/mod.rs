@@ -75,3 +75,18 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
             .unwrap_or(0);
     }
 }
+
+/// What the devices' tests share: 16 MiB of guest memory and the
+/// descriptor flags.
+#[cfg(test)]
+pub mod testing {
+    use crate::vmm::memory::Memory;
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+    pub const NEXT: u16 = 1;
+    pub const WRITE: u16 = 2;
+
+    pub fn mem() -> Memory {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap()
+    }
+}

@@ -209,14 +209,11 @@ impl VirtioDevice for Net {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::*;
     use super::*;
     use std::os::unix::net::UnixDatagram;
     use virtio_queue::desc::{split::Descriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::GuestMemoryMmap;
-
-    const WRITE: u16 = 2;
-    const NEXT: u16 = 1;
 
     /// A datagram socket pair keeps frame boundaries, like a tap.
     struct Dgram(UnixDatagram);
@@ -243,7 +240,7 @@ mod tests {
         let (a, b) = UnixDatagram::pair().unwrap();
         a.set_nonblocking(true).unwrap();
         let net = Net::new(Box::new(Dgram(a)), [2, 0, 0, 0, 0, 1], 1500).unwrap();
-        let m = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
+        let m = mem();
         (net, b, m)
     }
 

@@ -73,16 +73,10 @@ impl VirtioDevice for Rng {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::*;
     use super::*;
     use virtio_queue::desc::{split::Descriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::GuestMemoryMmap;
-
-    const WRITE: u16 = 2;
-
-    fn mem() -> Memory {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap()
-    }
 
     #[test]
     fn fills_writable_buffers() {

@@ -168,7 +168,7 @@ mod tests {
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-    const WRITE: u16 = 2;
+    use crate::vmm::devices::virtio::testing::WRITE;
 
     fn hdr(op: u16, len: u32) -> Header {
         Header {
