@@ -52,6 +52,7 @@ fn long_mode_guest_writes_serial_and_resets() {
         vsock: None,
         fs: None,
         nets: vec![],
+        on_end: None,
     })
     .unwrap();
     assert_eq!(vm.wait(), VmEnd::Reset);
@@ -79,6 +80,7 @@ fn a_guest_that_spins_can_be_paused_and_stopped() {
         vsock: None,
         fs: None,
         nets: vec![],
+        on_end: None,
     })
     .unwrap();
     assert!(vm.pause(), "every vCPU parks");
@@ -122,6 +124,7 @@ fn mmio_reads_and_writes_reach_the_virtio_transport() {
         vsock: None,
         fs: None,
         nets: vec![],
+        on_end: None,
     })
     .unwrap();
     assert_eq!(vm.wait(), VmEnd::Reset);

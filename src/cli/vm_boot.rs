@@ -87,6 +87,7 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<i32> {
             None => None,
         },
         nets: vec![],
+        on_end: None,
     })
     .map_err(|e| CliError::Msg(e.to_string()))?;
     let end = vm.wait();

@@ -124,6 +124,7 @@ pub fn probe_user_space() -> Result<(), CheckError> {
         vsock: None,
         fs: None,
         nets: vec![],
+        on_end: None,
     })
     .map_err(|e| perr(&e))?;
     let end = vm.wait_timeout(Duration::from_secs(10));

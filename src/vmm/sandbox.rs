@@ -457,6 +457,12 @@ impl Sandbox for VmSandbox {
             vsock: Some(self.vsock_path()),
             fs: Some((share::TAG.to_string(), share)),
             nets,
+            // A VM that ends without the agent reporting the init's exit
+            // (guest crash, reset) still ends the container.
+            on_end: Some({
+                let exits = self.exits.clone();
+                Box::new(move |_| exits.vm_gone())
+            }),
         })
         .map_err(fail)?;
         *self.vm.lock().map_err(fail)? = Some(vm);

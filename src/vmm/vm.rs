@@ -22,7 +22,7 @@ use std::os::unix::thread::JoinHandleExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -80,7 +80,12 @@ pub struct VmConfig {
     pub fs: Option<(String, PathBuf)>,
     /// virtio-net devices, in order (the guest's eth0, eth1, ...).
     pub nets: Vec<NetConfig>,
+    /// Called once, from a thread of the VM's, when the VM ends by itself
+    /// or is stopped.
+    pub on_end: Option<OnEnd>,
 }
+
+pub type OnEnd = Box<dyn FnOnce(&VmEnd) + Send>;
 
 pub struct NetConfig {
     /// The tap (a duplicate of the monitor's descriptor).
@@ -115,7 +120,7 @@ pub struct Vm {
     _mem: Memory,
     ctl: Arc<Control>,
     vcpus: Vec<JoinHandle<()>>,
-    end_rx: Mutex<Receiver<VmEnd>>,
+    end: Arc<EndSlot>,
     pub started: Instant,
     /// When the boot vCPU first entered KVM_RUN.
     pub first_run: Arc<Mutex<Option<Instant>>>,
@@ -255,7 +260,7 @@ impl Vm {
             _mem: mem,
             ctl,
             vcpus,
-            end_rx: Mutex::new(end_rx),
+            end: EndSlot::watch(end_rx, cfg.on_end),
             started,
             first_run,
         })
@@ -263,8 +268,13 @@ impl Vm {
 
     /// Blocks until the VM ends, and says why.
     pub fn wait(&self) -> VmEnd {
-        let rx = self.end_rx.lock().unwrap_or_else(|e| e.into_inner());
-        rx.recv().unwrap_or(VmEnd::Stopped)
+        let mut g = self.end.end.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(e) = g.as_ref() {
+                return e.clone();
+            }
+            g = self.end.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// (process RSS, RSS of guest RAM) in KiB, from /proc/self: their
@@ -311,8 +321,13 @@ impl Vm {
 
     /// Like [`Vm::wait`], but gives up after `timeout`.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<VmEnd> {
-        let rx = self.end_rx.lock().unwrap_or_else(|e| e.into_inner());
-        rx.recv_timeout(timeout).ok()
+        let g = self.end.end.lock().unwrap_or_else(|e| e.into_inner());
+        let (g, _) = self
+            .end
+            .cv
+            .wait_timeout_while(g, timeout, |e| e.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        g.clone()
     }
 
     /// Interrupts every vCPU until each has noticed the current request.
@@ -362,6 +377,33 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// How the VM ended, once it has: the first report of any vCPU, device or
+/// the reset line wins.
+struct EndSlot {
+    end: Mutex<Option<VmEnd>>,
+    cv: Condvar,
+}
+
+impl EndSlot {
+    /// Takes the first end from `rx` into the slot, then tells `on_end`.
+    fn watch(rx: Receiver<VmEnd>, on_end: Option<OnEnd>) -> Arc<EndSlot> {
+        let slot = Arc::new(EndSlot {
+            end: Mutex::new(None),
+            cv: Condvar::new(),
+        });
+        let s = slot.clone();
+        std::thread::spawn(move || {
+            let end = rx.recv().unwrap_or(VmEnd::Stopped);
+            *s.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(end.clone());
+            s.cv.notify_all();
+            if let Some(f) = on_end {
+                f(&end);
+            }
+        });
+        slot
     }
 }
 

@@ -139,7 +139,8 @@ t_docker_kill_and_exec() {
   local rt
   for rt in runc microrun; do
     c=$(docker run -d --init --runtime $rt local/busybox sleep 100)
-    sleep 2
+    # docker-init forwards signals once it runs the workload.
+    for _ in $(seq 300); do docker exec "$c" pidof sleep >/dev/null 2>&1 && break; sleep 0.2; done
     docker kill -s TERM "$c" >/dev/null
     expect_eq "$rt $(docker wait "$c")" "$rt 143"
     docker rm "$c" >/dev/null
