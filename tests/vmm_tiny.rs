@@ -40,6 +40,7 @@ fn long_mode_guest_writes_serial_and_resets() {
     let kernel = dir.path().join("tiny.elf");
     std::fs::write(&kernel, elf(&code)).unwrap();
     let sink = Sink::default();
+    let (told_tx, told) = std::sync::mpsc::channel();
     let vm = Vm::start(VmConfig {
         kernel,
         initrd: None,
@@ -52,10 +53,18 @@ fn long_mode_guest_writes_serial_and_resets() {
         vsock: None,
         fs: None,
         nets: vec![],
-        on_end: None,
+        on_end: Some(Box::new(move |end| {
+            let _ = told_tx.send(end.clone());
+        })),
     })
     .unwrap();
     assert_eq!(vm.wait(), VmEnd::Reset);
+    // Every waiter sees the end, and the callback is told once.
+    assert_eq!(
+        vm.wait_timeout(std::time::Duration::ZERO),
+        Some(VmEnd::Reset)
+    );
+    assert_eq!(told.recv().unwrap(), VmEnd::Reset);
     assert_eq!(String::from_utf8_lossy(&sink.0.lock().unwrap()), "OK\n");
 }
 
