@@ -309,10 +309,6 @@ t_raw_cli_block_root() {
   rm -rf "$d" "$b" "$img"
 }
 
-# The container's view of its network, with what differs between any two
-# containers (its own address, interface indexes, MAC) taken out.
-NETVIEW='me=$(hostname -i); { ip -4 -o addr; ip route; ip -6 addr; cat /sys/class/net/eth0/mtu; } | sed "s/$me/SELF/g; s/^[0-9]*: //; s/eth0@if[0-9]*/eth0/"'
-
 # http_get HOST PORT PATH: the body of an HTTP/1.0 GET.
 http_get() {
   exec 3<>"/dev/tcp/$1/$2" || return 1
@@ -337,7 +333,12 @@ t_docker_network() {
   # client in the test host).
   for _ in $(seq 50); do out=$(http_get 127.0.0.1 18080 /hostname) && [ -n "$out" ] && break; sleep 0.2; done
   expect_eq "$out" "${c1:0:12}"
-  parity local/busybox sh -c "$NETVIEW"
+  # The container's view of its network, without what differs between
+  # any two containers (its own address, interface indexes).
+  local view='me=$(hostname -i); { ip -4 -o addr; ip route; ip -6 addr; cat /sys/class/net/eth0/mtu; } | sed "s/$me/SELF/g; s/^[0-9]*: //; s/eth0@if[0-9]*/eth0/"'
+  out=$(docker run --rm --runtime microrun local/busybox sh -c "$view")
+  echo "$out" | grep -q 'eth0 *inet SELF/16'
+  parity local/busybox sh -c "$view"
   # Hold the container's namespace: after rm -f it must hold only lo.
   pid=$(docker inspect -f '{{.State.Pid}}' "$c1")
   touch /tmp/e2e-netns; mount --bind "/proc/$pid/ns/net" /tmp/e2e-netns
