@@ -339,9 +339,19 @@ impl VmSandbox {
 }
 
 /// The virtio-fs server holds a descriptor per file the guest has looked
-/// up: its bound is the monitor's fd limit, raised to the hard limit.
+/// up (and still caches): raise the monitor's limit to the system's
+/// per-process maximum, as virtiofsd does; without the privilege for
+/// that, to the hard limit. Past it the guest gets EMFILE, not a crash.
 fn raise_fd_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if let Some(n) = nr_open {
+        if setrlimit(Resource::RLIMIT_NOFILE, n, n).is_ok() {
+            return;
+        }
+    }
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }

@@ -212,9 +212,9 @@ t_docker_volume_live() {
   expect_eq "$(docker run --rm --runtime microrun -v "$d:/data" local/busybox md5sum /data/big | cut -d' ' -f1)" \
     "$(cut -d' ' -f1 "$d.sum")"
   docker run --rm --runtime microrun -v "$d:/data" local/busybox sh -c \
-    'mkdir /data/many && cd /data/many && for i in $(seq 2000); do echo $i > f$i; done'
-  expect_eq "$(ls "$d/many" | wc -l)" "2000"
-  expect_eq "$(cat "$d/many/f1999")" "1999"
+    'mkdir /data/many && cd /data/many && for i in $(seq 5000); do echo $i > f$i; done'
+  expect_eq "$(ls "$d/many" | wc -l)" "5000"
+  expect_eq "$(cat "$d/many/f4999")" "4999"
   rm -rf "$d" "$d.sum"
 }
 
