@@ -64,32 +64,34 @@ NOW='now() { read u _ < /proc/uptime; echo $(( ${u%.*}${u#*.} * 10 )); }'
 # File I/O through the runtimes' file sharing (virtio-fs for microrun), in
 # the container's rootfs (/tmp of the image) and in a volume: the work is
 # timed inside the container, so container start is not counted.
-fs_op() { # fs_op RUNTIME DIR VOLUME SETUP TIMED: ms TIMED took in DIR after SETUP
-  docker run --rm --runtime "$1" -v "$3:/data" local/busybox sh -c \
-    "$NOW; cd $2 && { $4; } && t0=\$(now) && { $5; } && echo \$(( \$(now) - t0 ))"
+fs_op() { # fs_op RUNTIME DIR VOLUME SCRIPT: SCRIPT's output, run in DIR
+  docker run --rm --runtime "$1" -v "$3:/data" local/busybox sh -c "$NOW; cd $2 && $4"
 }
-files='mkdir s && i=0 && while [ $i -lt 10000 ]; do : > s/f$i; i=$((i+1)); done'
-write='dd if=/dev/zero of=big bs=1M count=256 conv=fsync 2>/dev/null'
-read_big='dd if=big of=/dev/null bs=1M 2>/dev/null'
+# Prints the ms of each step: create, stat, unlink of 10000 small files.
+files='t0=$(now); mkdir s && i=0 && while [ $i -lt 10000 ]; do : > s/f$i; i=$((i+1)); done
+  t1=$(now); ls -l s >/dev/null; t2=$(now); rm -rf s; t3=$(now)
+  echo $((t1 - t0)) $((t2 - t1)) $((t3 - t2))'
+write='t0=$(now); dd if=/dev/zero of=big bs=1M count=256 conv=fsync 2>/dev/null; echo $(( $(now) - t0 ))'
+read_big='t0=$(now); dd if=big of=/dev/null bs=1M 2>/dev/null; echo $(( $(now) - t0 ))'
 echo "== file I/O (ms; ratio = runc time / microrun time, higher is better)"
 printf '%-44s %9s %9s %6s\n' "" runc microrun ratio
 for where in /tmp /data; do
   declare -A ms=()
   for rt in runc microrun; do
     vol=$(mktemp -d)
-    ms[$rt,write]=$(fs_op $rt $where "$vol" true "$write")
     if [ $where = /data ]; then
+      ms[$rt,write]=$(fs_op $rt $where "$vol" "$write")
       # Read in a fresh container, host page cache dropped.
       sync; echo 3 > /proc/sys/vm/drop_caches
-      ms[$rt,read]=$(fs_op $rt $where "$vol" true "$read_big")
+      ms[$rt,read]=$(fs_op $rt $where "$vol" "$read_big")
     else
-      # The rootfs is per container: read back in the same one.
-      ms[$rt,read]=$(fs_op $rt $where "$vol" "$write" "$read_big")
+      # The rootfs is per container: write and read back in the same one.
+      out=$(fs_op $rt $where "$vol" "$write; $read_big")
+      ms[$rt,write]=$(echo "$out" | sed -n 1p)
+      ms[$rt,read]=$(echo "$out" | sed -n 2p)
     fi
     rm -f "$vol/big"
-    ms[$rt,create]=$(fs_op $rt $where "$vol" true "$files")
-    ms[$rt,stat]=$(fs_op $rt $where "$vol" "$files" 'ls -l s >/dev/null')
-    ms[$rt,unlink]=$(fs_op $rt $where "$vol" "$files" 'rm -rf s')
+    read -r ms[$rt,create] ms[$rt,stat] ms[$rt,unlink] < <(fs_op $rt $where "$vol" "$files")
     rm -rf "$vol"
   done
   for op in write read create stat unlink; do
