@@ -56,12 +56,7 @@ pub struct VmSandbox {
     /// Each process's output relays, joined before its exit is reported.
     relays: Mutex<HashMap<ProcessId, Vec<JoinHandle<()>>>>,
     next_exec: AtomicU32,
-    /// Bind mounts served from the share: (index in mounts, guest path).
-    binds: Mutex<Vec<(usize, String)>>,
-    /// What the agent mounts before the container: the share, a block root.
-    guest_mounts: Mutex<Vec<GuestMount>>,
-    /// The rootfs's guest path.
-    guest_root: Mutex<String>,
+    /// What the virtio-fs device serves, built at boot.
     share: Mutex<Option<Share>>,
     /// The container's network namespace, wired to the VM.
     network: Mutex<Option<Network>>,
@@ -77,9 +72,6 @@ impl VmSandbox {
             exits: Arc::new(Exits::default()),
             relays: Mutex::new(HashMap::new()),
             next_exec: AtomicU32::new(1),
-            binds: Mutex::new(Vec::new()),
-            guest_mounts: Mutex::new(Vec::new()),
-            guest_root: Mutex::new(Share::guest_rootfs()),
             share: Mutex::new(None),
             network: Mutex::new(None),
         }
@@ -120,7 +112,11 @@ impl VmSandbox {
         let mut spec = self.config.spec.clone();
         spec.set_hooks(None);
         if let Some(root) = spec.root_mut() {
-            root.set_path(PathBuf::from(self.guest_root.lock().map_err(fail)?.clone()));
+            root.set_path(PathBuf::from(if self.has_block_root() {
+                GUEST_BLOCK_ROOT.to_string()
+            } else {
+                Share::guest_rootfs()
+            }));
         }
         // The interfaces live in the guest's own network namespace: a
         // container given interfaces uses it rather than a new, empty one.
@@ -139,7 +135,10 @@ impl VmSandbox {
                 nss.retain(|n| n.typ() != LinuxNamespaceType::Network);
             }
         }
-        let binds = self.binds.lock().map_err(fail)?.clone();
+        let binds = match self.share.lock().map_err(fail)?.as_ref() {
+            Some(s) => s.binds.clone(),
+            None => Vec::new(),
+        };
         if let Some(mounts) = spec.mounts_mut() {
             for (i, guest) in binds {
                 if let Some(m) = mounts.get_mut(i) {
@@ -159,15 +158,21 @@ impl VmSandbox {
             .unwrap_or(false)
     }
 
-    /// A block device or raw image named by the annotation, to be the root.
-    fn block_root(&self) -> Result<Option<PathBuf>, SandboxError> {
-        let Some(path) = self
-            .config
+    fn block_root_annotation(&self) -> Option<&String> {
+        self.config
             .spec
             .annotations()
             .as_ref()
             .and_then(|a| a.get(BLOCK_ROOT_ANNOTATION))
-        else {
+    }
+
+    fn has_block_root(&self) -> bool {
+        self.block_root_annotation().is_some()
+    }
+
+    /// A block device or raw image named by the annotation, to be the root.
+    fn block_root(&self) -> Result<Option<PathBuf>, SandboxError> {
+        let Some(path) = self.block_root_annotation() else {
             return Ok(None);
         };
         let path = PathBuf::from(path);
@@ -185,42 +190,40 @@ impl VmSandbox {
     }
 
     /// Builds the share the virtio-fs device serves (single-threaded: it
-    /// enters a private mount namespace) and what the agent mounts.
-    fn prepare_share(&self, block_root: Option<&PathBuf>) -> Result<PathBuf, SandboxError> {
-        let read_only = self.root_read_only();
+    /// enters a private mount namespace); returns its host directory.
+    fn prepare_share(&self) -> Result<PathBuf, SandboxError> {
         let mounts = self.config.spec.mounts().clone().unwrap_or_default();
-        let rootfs = match block_root {
-            Some(_) => None,
-            None => Some(self.config.rootfs.as_path()),
-        };
+        let rootfs = (!self.has_block_root()).then_some(self.config.rootfs.as_path());
         let s = share::prepare(
             &self.config.state_dir.join("share"),
             rootfs,
-            read_only,
+            self.root_read_only(),
             &mounts,
         )
         .map_err(fail)?;
-        *self.binds.lock().map_err(fail)? = s.binds.clone();
+        let root = s.root.clone();
+        *self.share.lock().map_err(fail)? = Some(s);
+        Ok(root)
+    }
+
+    /// What the agent mounts before the container: the share, and the
+    /// block root (the first disk, /dev/vda) when there is one.
+    fn guest_mounts(&self) -> Vec<GuestMount> {
         let mut guest = vec![GuestMount {
             source: share::TAG.into(),
             target: share::GUEST_PATH.into(),
             fstype: "virtiofs".into(),
             read_only: false,
         }];
-        if block_root.is_some() {
-            // The first disk is /dev/vda.
+        if self.has_block_root() {
             guest.push(GuestMount {
                 source: "/dev/vda".into(),
                 target: GUEST_BLOCK_ROOT.into(),
                 fstype: String::new(),
-                read_only,
+                read_only: self.root_read_only(),
             });
-            *self.guest_root.lock().map_err(fail)? = GUEST_BLOCK_ROOT.into();
         }
-        *self.guest_mounts.lock().map_err(fail)? = guest;
-        let root = s.root.clone();
-        *self.share.lock().map_err(fail)? = Some(s);
-        Ok(root)
+        guest
     }
 
     /// Wires the network namespace's interfaces to taps and returns their
@@ -438,7 +441,7 @@ impl Sandbox for VmSandbox {
         let ann = self.config.spec.annotations().clone();
         let img = image::resolve(ann.as_ref()).map_err(fail)?;
         let block_root = self.block_root()?;
-        let share = self.prepare_share(block_root.as_ref())?;
+        let share = self.prepare_share()?;
         raise_fd_limit();
         let nets = self.wire_network()?;
         let (mem_bytes, vcpus) = self.sizing();
@@ -505,7 +508,7 @@ impl Sandbox for VmSandbox {
         let req = Request::Create {
             id: self.config.id.clone(),
             spec: Box::new(self.guest_spec()?),
-            mounts: self.guest_mounts.lock().map_err(fail)?.clone(),
+            mounts: self.guest_mounts(),
             interfaces,
             routes,
             net_sysctls,

@@ -268,13 +268,13 @@ impl Vm {
 
     /// Blocks until the VM ends, and says why.
     pub fn wait(&self) -> VmEnd {
-        let mut g = self.end.end.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(e) = g.as_ref() {
-                return e.clone();
-            }
-            g = self.end.cv.wait(g).unwrap_or_else(|e| e.into_inner());
-        }
+        let g = self.end.end.lock().unwrap_or_else(|e| e.into_inner());
+        let g = self
+            .end
+            .cv
+            .wait_while(g, |e| e.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        g.clone().unwrap_or(VmEnd::Stopped)
     }
 
     /// (process RSS, RSS of guest RAM) in KiB, from /proc/self: their

@@ -182,9 +182,7 @@ impl Netlink {
 
     /// `tc qdisc add dev IF ingress`
     pub fn add_ingress(&mut self, index: u32) -> Result<(), NetlinkError> {
-        let mut m = TcMessage::with_index(index as i32);
-        m.header.handle = INGRESS_HANDLE;
-        m.header.parent = TcHandle::INGRESS;
+        let mut m = ingress(index);
         m.attributes.push(TcAttribute::Kind("ingress".into()));
         self.request(
             "add ingress qdisc",
@@ -196,12 +194,9 @@ impl Netlink {
 
     /// `tc qdisc del dev IF ingress` (and with it the filters on it).
     pub fn del_ingress(&mut self, index: u32) -> Result<(), NetlinkError> {
-        let mut m = TcMessage::with_index(index as i32);
-        m.header.handle = INGRESS_HANDLE;
-        m.header.parent = TcHandle::INGRESS;
         self.request(
             "delete ingress qdisc",
-            RouteNetlinkMessage::DelQueueDiscipline(m),
+            RouteNetlinkMessage::DelQueueDiscipline(ingress(index)),
             NLM_F_ACK,
         )
         .map(drop)
@@ -240,6 +235,14 @@ impl Netlink {
         )
         .map(drop)
     }
+}
+
+/// The ingress qdisc of a link, as add and delete name it.
+fn ingress(index: u32) -> TcMessage {
+    let mut m = TcMessage::with_index(index as i32);
+    m.header.handle = INGRESS_HANDLE;
+    m.header.parent = TcHandle::INGRESS;
+    m
 }
 
 fn link(l: &LinkMessage) -> Link {
