@@ -514,7 +514,7 @@ scenario docker-exec-tty-size t_docker_exec_tty_size
 scenario docker-lifecycle t_docker_lifecycle
 scenario docker-volumes t_docker_volumes
 scenario docker-volume-live t_docker_volume_live
-known_failing docker-volume-rm-rf "a volume on tmpfs (host kernel 6.1: positional directory offsets) keeps half the entries after rm -rf: the passthrough seeks to the guest's readdir offset per request" t_docker_volume_rm_rf
+scenario docker-volume-rm-rf t_docker_volume_rm_rf
 scenario docker-readonly-host-side t_docker_readonly_host_side
 scenario docker-etc-files t_docker_etc_files
 scenario virtiofs-escape t_virtiofs_escape

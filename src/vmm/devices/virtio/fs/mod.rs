@@ -8,8 +8,11 @@
 //! and the share itself lives in the monitor's private mount namespace
 //! where read-only binds are enforced by the host kernel.
 
+mod backend;
+
 use super::{read_config_bytes, DeviceError, VirtioDevice, TYPE_FS, VIRTIO_F_VERSION_1};
 use crate::vmm::memory::Memory;
+use backend::SharedFs;
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
@@ -19,14 +22,15 @@ use std::time::Duration;
 use virtio_queue::{Queue, QueueT};
 
 /// Queue 0 is the high-priority queue (FORGET, INTERRUPT), 1 the requests.
-const QUEUE_SIZE: u16 = 256;
+/// Room for a few 1 MiB requests (one page per descriptor) at once.
+const QUEUE_SIZE: u16 = 1024;
 const TAG_LEN: usize = 36;
 /// Lookups and attributes are cached this long in the guest: host-side
 /// changes to a volume show within this time (the "auto" policy).
 const CACHE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Fs {
-    server: Server<Arc<PassthroughFs>>,
+    server: Server<Arc<SharedFs>>,
     config: [u8; TAG_LEN + 4],
 }
 
@@ -50,6 +54,9 @@ impl Fs {
             xattr: true,
             do_import: true,
             writeback: false,
+            // Privileges are dropped on write by the host, not by a
+            // getxattr(security.capability) round trip before every write.
+            killpriv_v2: true,
             ..Default::default()
         })?;
         fs.import()?;
@@ -57,7 +64,7 @@ impl Fs {
         config[..tag.len()].copy_from_slice(tag.as_bytes());
         config[TAG_LEN..].copy_from_slice(&1u32.to_le_bytes());
         Ok(Fs {
-            server: Server::new(Arc::new(fs)),
+            server: Server::new(Arc::new(SharedFs::new(fs))),
             config,
         })
     }
@@ -148,13 +155,98 @@ mod tests {
     }
 
     fn init(fs: &mut Fs, m: &Memory) {
+        init_with(fs, m, 0);
+    }
+
+    /// INIT offering `flags`; returns the reply body.
+    fn init_with(fs: &mut Fs, m: &Memory, flags: u32) -> Vec<u8> {
         let mut body = Vec::new();
-        for v in [7u32, 31, 0, 0] {
+        for v in [7u32, 31, 0, flags] {
             body.extend(v.to_le_bytes());
         }
         body.extend([0u8; 48]);
-        let (err, _) = call(fs, m, &request(OP_INIT, 0, &body));
+        let (err, out) = call(fs, m, &request(OP_INIT, 0, &body));
         assert_eq!(err, 0);
+        out
+    }
+
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    }
+
+    fn u64_at(b: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+    }
+
+    #[test]
+    fn init_asks_for_one_mebibyte_requests() {
+        const BIG_WRITES: u32 = 0x20;
+        const MAX_PAGES: u32 = 0x40_0000;
+        let d = tempfile::tempdir().unwrap();
+        let m = mem();
+        let mut fs = Fs::new("t", d.path()).unwrap();
+        let out = init_with(&mut fs, &m, BIG_WRITES | MAX_PAGES);
+        assert_eq!(
+            u32_at(&out, 12) & (BIG_WRITES | MAX_PAGES),
+            BIG_WRITES | MAX_PAGES
+        );
+        assert_eq!(u32_at(&out, 20), 1 << 20, "max_write");
+        assert_eq!(u16::from_le_bytes([out[28], out[29]]), 256, "max_pages");
+    }
+
+    /// `rm -rf`: read a chunk, remove what it listed, continue at the last
+    /// offset. Every entry must be listed once even where the host's
+    /// offsets are positions (tmpfs before Linux 6.6, as in the test host,
+    /// where this runs on /dev/shm).
+    #[test]
+    fn removing_while_listing_sees_every_entry() {
+        const OP_UNLINK: u32 = 10;
+        const OP_OPENDIR: u32 = 27;
+        const OP_READDIR: u32 = 28;
+        let shm = std::path::Path::new("/dev/shm");
+        let d = if shm.is_dir() {
+            tempfile::tempdir_in(shm).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
+        std::fs::create_dir(d.path().join("d")).unwrap();
+        for i in 0..300 {
+            std::fs::write(d.path().join(format!("d/file-{i:04}")), b"").unwrap();
+        }
+        let m = mem();
+        let mut fs = Fs::new("t", d.path()).unwrap();
+        init(&mut fs, &m);
+        let (err, dir) = lookup(&mut fs, &m, ROOT, "d");
+        assert_eq!(err, 0);
+        let (err, out) = call(&mut fs, &m, &request(OP_OPENDIR, dir, &[0u8; 8]));
+        assert_eq!(err, 0);
+        let fh = u64_at(&out, 0);
+        let (mut offset, mut seen) = (0u64, 0);
+        loop {
+            let mut body = Vec::new();
+            body.extend(fh.to_le_bytes());
+            body.extend(offset.to_le_bytes());
+            body.extend(1024u32.to_le_bytes());
+            body.extend([0u8; 20]);
+            let (err, out) = call(&mut fs, &m, &request(OP_READDIR, dir, &body));
+            assert_eq!(err, 0);
+            if out.is_empty() {
+                break;
+            }
+            let mut at = 0;
+            while at + 24 <= out.len() {
+                offset = u64_at(&out, at + 8);
+                let len = u32_at(&out, at + 16) as usize;
+                let mut name = out[at + 24..at + 24 + len].to_vec();
+                name.push(0);
+                let (err, _) = call(&mut fs, &m, &request(OP_UNLINK, dir, &name));
+                assert_eq!(err, 0);
+                seen += 1;
+                at += (24 + len).div_ceil(8) * 8;
+            }
+        }
+        assert_eq!(seen, 300);
+        assert_eq!(std::fs::read_dir(d.path().join("d")).unwrap().count(), 0);
     }
 
     fn lookup(fs: &mut Fs, m: &Memory, parent: u64, name: &str) -> (i32, u64) {

@@ -1,0 +1,324 @@
+//! The file system behind the virtio-fs device: fuse-backend-rs's
+//! passthrough with two things changed that it does not let us configure.
+//!
+//! - INIT: the passthrough never asks for BIG_WRITES or MAX_PAGES, which
+//!   leaves the guest at 8 KiB per write request; every request is a VM
+//!   exit round trip, so large requests are most of sequential throughput.
+//! - Directory listings: the passthrough seeks the host directory to the
+//!   guest's offset on every READDIR. On file systems whose offsets are
+//!   positions (tmpfs before 6.6, for one), entries removed between two
+//!   requests shift the rest, and `rm -rf` skipped half a directory. A
+//!   listing is therefore read whole when the guest starts at offset 0 and
+//!   served from memory by index, as libfuse's high-level API does; beyond
+//!   a memory budget it falls back to the passthrough's positional reads.
+
+use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64, CreateIn};
+use fuse_backend_rs::api::filesystem::{
+    Context, DirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply, OpenOptions,
+    SetattrValid, ZeroCopyReader, ZeroCopyWriter,
+};
+use fuse_backend_rs::passthrough::PassthroughFs;
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What we ask for on top of the passthrough's own options.
+const EXTRA_OPTIONS: FsOptions = FsOptions::BIG_WRITES
+    .union(FsOptions::MAX_PAGES)
+    .union(FsOptions::ASYNC_READ)
+    .union(FsOptions::PARALLEL_DIROPS);
+/// getdents64 buffer per host read while taking a listing.
+const LISTING_CHUNK: u32 = 64 * 1024;
+/// Memory all held listings may take together; a guest opening many huge
+/// directories gets positional reads instead of growing the monitor.
+const LISTINGS_BUDGET: usize = 64 << 20;
+/// Bookkeeping per entry beyond its name.
+const ITEM_OVERHEAD: usize = std::mem::size_of::<Item>();
+
+type Inode = u64;
+type Handle = u64;
+
+struct Item {
+    ino: u64,
+    type_: u32,
+    name: Vec<u8>,
+}
+
+/// One directory handle's entries, read when the guest started at 0.
+/// Offsets given to the guest are indices + 1.
+struct Listing {
+    items: Vec<Item>,
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct Listings {
+    by_handle: HashMap<Handle, Arc<Listing>>,
+    bytes: usize,
+}
+
+impl Listings {
+    fn remove(&mut self, handle: Handle) {
+        if let Some(old) = self.by_handle.remove(&handle) {
+            self.bytes -= old.bytes;
+        }
+    }
+}
+
+pub struct SharedFs {
+    inner: PassthroughFs,
+    listings: Mutex<Listings>,
+}
+
+impl SharedFs {
+    pub fn new(inner: PassthroughFs) -> SharedFs {
+        SharedFs {
+            inner,
+            listings: Mutex::new(Listings::default()),
+        }
+    }
+
+    fn listings(&self) -> std::sync::MutexGuard<'_, Listings> {
+        self.listings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The listing to serve `offset` of `handle` from; None means the
+    /// passthrough's positional reads serve this handle.
+    fn listing(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        offset: u64,
+    ) -> io::Result<Option<Arc<Listing>>> {
+        if offset != 0 {
+            return Ok(self.listings().by_handle.get(&handle).cloned());
+        }
+        self.listings().remove(handle);
+        let room = LISTINGS_BUDGET.saturating_sub(self.listings().bytes);
+        let Some(listing) = self.read_whole(ctx, inode, handle, room)? else {
+            return Ok(None);
+        };
+        let listing = Arc::new(listing);
+        let mut all = self.listings();
+        if all.bytes + listing.bytes > LISTINGS_BUDGET {
+            return Ok(None);
+        }
+        all.bytes += listing.bytes;
+        all.by_handle.insert(handle, listing.clone());
+        Ok(Some(listing))
+    }
+
+    /// Reads the directory from its start; None once it exceeds `room`.
+    fn read_whole(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        room: usize,
+    ) -> io::Result<Option<Listing>> {
+        let mut listing = Listing {
+            items: Vec::new(),
+            bytes: 0,
+        };
+        let mut offset = 0;
+        loop {
+            let before = listing.items.len();
+            self.inner
+                .readdir(ctx, inode, handle, LISTING_CHUNK, offset, &mut |e| {
+                    offset = e.offset;
+                    listing.bytes += ITEM_OVERHEAD + e.name.len();
+                    listing.items.push(Item {
+                        ino: e.ino,
+                        type_: e.type_,
+                        name: e.name.to_vec(),
+                    });
+                    Ok(1)
+                })?;
+            if listing.bytes > room {
+                return Ok(None);
+            }
+            if listing.items.len() == before {
+                return Ok(Some(listing));
+            }
+        }
+    }
+}
+
+/// Entries were added: a later error is reported by ending the reply early
+/// (the guest asks again), as the kernel cannot take both.
+fn end(added: bool, e: io::Error) -> io::Result<()> {
+    if added {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// Methods the passthrough serves unchanged.
+macro_rules! forward {
+    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) $(-> $ret:ty)?;)*) => {
+        $(fn $name(&self $(, $arg: $ty)*) $(-> $ret)? {
+            self.inner.$name($($arg),*)
+        })*
+    };
+}
+
+impl FileSystem for SharedFs {
+    type Inode = Inode;
+    type Handle = Handle;
+
+    fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
+        Ok(self.inner.init(capable)? | EXTRA_OPTIONS)
+    }
+
+    fn releasedir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+        handle: Handle,
+    ) -> io::Result<()> {
+        self.listings().remove(handle);
+        self.inner.releasedir(ctx, inode, flags, handle)
+    }
+
+    fn readdir(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let Some(listing) = self.listing(ctx, inode, handle, offset)? else {
+            return self
+                .inner
+                .readdir(ctx, inode, handle, size, offset, add_entry);
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, item) in listing.items.iter().enumerate().skip(start) {
+            let entry = DirEntry {
+                ino: item.ino,
+                offset: i as u64 + 1,
+                type_: item.type_,
+                name: &item.name,
+            };
+            match add_entry(entry) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return end(i > start, e),
+            }
+        }
+        Ok(())
+    }
+
+    fn readdirplus(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let Some(listing) = self.listing(ctx, inode, handle, offset)? else {
+            return self
+                .inner
+                .readdirplus(ctx, inode, handle, size, offset, add_entry);
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, item) in listing.items.iter().enumerate().skip(start) {
+            let mut name = item.name.clone();
+            name.push(0);
+            let Ok(cname) = CStr::from_bytes_with_nul(&name) else {
+                continue;
+            };
+            // Each entry handed over carries a lookup reference the guest
+            // later forgets; one that does not fit must give it back.
+            let entry = match self.inner.lookup(ctx, inode, cname) {
+                Ok(entry) => entry,
+                // Removed since the listing was read.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) => return end(i > start, e),
+            };
+            let node = entry.inode;
+            let dir_entry = DirEntry {
+                ino: entry.attr.st_ino,
+                offset: i as u64 + 1,
+                type_: item.type_,
+                name: &item.name,
+            };
+            match add_entry(dir_entry, entry) {
+                Ok(0) => {
+                    self.inner.forget(ctx, node, 1);
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.inner.forget(ctx, node, 1);
+                    return end(i > start, e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    forward! {
+        fn destroy(&self);
+        fn statfs(&self, ctx: &Context, inode: Inode) -> io::Result<statvfs64>;
+        fn lookup(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<Entry>;
+        fn forget(&self, ctx: &Context, inode: Inode, count: u64);
+        fn batch_forget(&self, ctx: &Context, requests: Vec<(Inode, u64)>);
+        fn opendir(&self, ctx: &Context, inode: Inode, flags: u32)
+            -> io::Result<(Option<Handle>, OpenOptions)>;
+        fn mkdir(&self, ctx: &Context, parent: Inode, name: &CStr, mode: u32, umask: u32)
+            -> io::Result<Entry>;
+        fn rmdir(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()>;
+        fn open(&self, ctx: &Context, inode: Inode, flags: u32, fuse_flags: u32)
+            -> io::Result<(Option<Handle>, OpenOptions, Option<u32>)>;
+        fn release(&self, ctx: &Context, inode: Inode, flags: u32, handle: Handle, flush: bool,
+            flock_release: bool, lock_owner: Option<u64>) -> io::Result<()>;
+        fn create(&self, ctx: &Context, parent: Inode, name: &CStr, args: CreateIn)
+            -> io::Result<(Entry, Option<Handle>, OpenOptions, Option<u32>)>;
+        fn unlink(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()>;
+        fn read(&self, ctx: &Context, inode: Inode, handle: Handle, w: &mut dyn ZeroCopyWriter,
+            size: u32, offset: u64, lock_owner: Option<u64>, flags: u32) -> io::Result<usize>;
+        fn write(&self, ctx: &Context, inode: Inode, handle: Handle, r: &mut dyn ZeroCopyReader,
+            size: u32, offset: u64, lock_owner: Option<u64>, delayed_write: bool, flags: u32,
+            fuse_flags: u32) -> io::Result<usize>;
+        fn getattr(&self, ctx: &Context, inode: Inode, handle: Option<Handle>)
+            -> io::Result<(stat64, Duration)>;
+        fn setattr(&self, ctx: &Context, inode: Inode, attr: stat64, handle: Option<Handle>,
+            valid: SetattrValid) -> io::Result<(stat64, Duration)>;
+        fn rename(&self, ctx: &Context, olddir: Inode, oldname: &CStr, newdir: Inode,
+            newname: &CStr, flags: u32) -> io::Result<()>;
+        fn mknod(&self, ctx: &Context, parent: Inode, name: &CStr, mode: u32, rdev: u32,
+            umask: u32) -> io::Result<Entry>;
+        fn link(&self, ctx: &Context, inode: Inode, newparent: Inode, newname: &CStr)
+            -> io::Result<Entry>;
+        fn symlink(&self, ctx: &Context, linkname: &CStr, parent: Inode, name: &CStr)
+            -> io::Result<Entry>;
+        fn readlink(&self, ctx: &Context, inode: Inode) -> io::Result<Vec<u8>>;
+        fn flush(&self, ctx: &Context, inode: Inode, handle: Handle, lock_owner: u64)
+            -> io::Result<()>;
+        fn fsync(&self, ctx: &Context, inode: Inode, datasync: bool, handle: Handle)
+            -> io::Result<()>;
+        fn fsyncdir(&self, ctx: &Context, inode: Inode, datasync: bool, handle: Handle)
+            -> io::Result<()>;
+        fn access(&self, ctx: &Context, inode: Inode, mask: u32) -> io::Result<()>;
+        fn setxattr(&self, ctx: &Context, inode: Inode, name: &CStr, value: &[u8], flags: u32)
+            -> io::Result<()>;
+        fn getxattr(&self, ctx: &Context, inode: Inode, name: &CStr, size: u32)
+            -> io::Result<GetxattrReply>;
+        fn listxattr(&self, ctx: &Context, inode: Inode, size: u32) -> io::Result<ListxattrReply>;
+        fn removexattr(&self, ctx: &Context, inode: Inode, name: &CStr) -> io::Result<()>;
+        fn fallocate(&self, ctx: &Context, inode: Inode, handle: Handle, mode: u32, offset: u64,
+            length: u64) -> io::Result<()>;
+        fn lseek(&self, ctx: &Context, inode: Inode, handle: Handle, offset: u64, whence: u32)
+            -> io::Result<u64>;
+    }
+}
