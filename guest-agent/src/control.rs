@@ -181,9 +181,11 @@ impl Agent {
                 interfaces,
                 routes,
                 net_sysctls,
+                dns_relay,
             } => match crate::net::sysctls(&net_sysctls)
                 .and_then(|()| crate::net::configure(&interfaces, &routes))
                 .map_err(|e| format!("network: {e}"))
+                .and_then(|()| crate::dns::serve(&dns_relay).map_err(|e| format!("DNS relay: {e}")))
                 .and_then(|()| self.create(*spec, &mounts))
             {
                 Ok(()) => Reply::Ok,

@@ -5,6 +5,7 @@
 
 mod cgroup;
 mod control;
+mod dns;
 mod fdpass;
 mod init;
 mod mounts;

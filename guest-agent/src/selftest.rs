@@ -66,33 +66,7 @@ pub fn vsock(say: impl Fn(&str)) {
 }
 
 fn vsock_ping() -> std::io::Result<String> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain socket(2) call; the fd is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh socket owned from here on by the UnixStream
-    // wrapper (any stream socket works with its Read/Write).
-    let mut s = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
-    let addr = libc::sockaddr_vm {
-        svm_family: libc::AF_VSOCK as libc::sa_family_t,
-        svm_reserved1: 0,
-        svm_port: 1024,
-        svm_cid: libc::VMADDR_CID_HOST,
-        svm_zero: [0; 4],
-    };
-    // SAFETY: addr is a valid sockaddr_vm and its size is passed.
-    let rc = unsafe {
-        libc::connect(
-            fd,
-            (&addr as *const libc::sockaddr_vm).cast(),
-            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let mut s = crate::vsock::connect_host(1024)?;
     s.write_all(b"ping\n")?;
     let mut reply = String::new();
     s.read_to_string(&mut reply)?;

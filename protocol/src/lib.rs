@@ -28,6 +28,14 @@ pub struct Hello {
 /// `stdin`, `stdout`, `stderr`, or `tty` for a terminal process's one stream.
 pub const STDIO_PORT: u32 = 1025;
 
+/// Host port the agent connects to for each relayed DNS exchange: nameservers
+/// on the container's loopback (Docker's 127.0.0.11) live in its network
+/// namespace on the host, not in the guest. The stream starts with one line
+/// `udp <address>` or `tcp <address>`; udp carries one query and its answer,
+/// each prefixed by a 2-byte big-endian length (as DNS over TCP), tcp is the
+/// DNS-over-TCP byte stream itself.
+pub const DNS_PORT: u32 = 1026;
+
 /// The mount options the guest agent turns into mount flags (others go to
 /// the file system as data); `features` reports them.
 pub const MOUNT_OPTIONS: &[&str] = &[
@@ -98,6 +106,10 @@ pub enum Request {
         /// (e.g. Docker disables IPv6 there): (net.x.y, value).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         net_sysctls: Vec<(String, String)>,
+        /// Loopback nameservers of the container's resolv.conf the agent
+        /// answers on (port 53, UDP and TCP) by relaying to DNS_PORT.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        dns_relay: Vec<std::net::Ipv4Addr>,
     },
     Start,
     /// Signal one process, or with `all` every process of the container.

@@ -17,7 +17,7 @@ use crate::sandbox::{
 use microrun_protocol::frame::{self, Decoder};
 use microrun_protocol::relay;
 use microrun_protocol::{
-    GuestMount, Hello, Reply, Request, AGENT_PORT, PROTOCOL_VERSION, STDIO_PORT,
+    GuestMount, Hello, Reply, Request, AGENT_PORT, DNS_PORT, PROTOCOL_VERSION, STDIO_PORT,
 };
 use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
 use std::collections::HashMap;
@@ -60,6 +60,8 @@ pub struct VmSandbox {
     share: Mutex<Option<Share>>,
     /// The container's network namespace, wired to the VM.
     network: Mutex<Option<Network>>,
+    /// Loopback nameservers the agent relays to the namespace.
+    dns_relay: Mutex<Vec<std::net::Ipv4Addr>>,
 }
 
 impl VmSandbox {
@@ -74,11 +76,17 @@ impl VmSandbox {
             next_exec: AtomicU32::new(1),
             share: Mutex::new(None),
             network: Mutex::new(None),
+            dns_relay: Mutex::new(Vec::new()),
         }
     }
 
     fn vsock_path(&self) -> PathBuf {
         self.config.state_dir.join("vsock.sock")
+    }
+
+    /// Where the guest's connections to host port `port` arrive.
+    fn vsock_host_port_path(&self, port: u32) -> PathBuf {
+        self.config.state_dir.join(format!("vsock.sock_{port}"))
     }
 
     /// Memory and vCPUs from the spec's limits (see DESIGN: sizing).
@@ -241,6 +249,16 @@ impl VmSandbox {
                 mac: w.mac,
                 mtu: w.mtu,
             });
+        }
+        // The container uses the guest's namespace only when it has
+        // interfaces; only then can the guest's loopback stand in for it.
+        if !devices.is_empty() {
+            let nameservers = net::dns::loopback_nameservers(&self.config.spec);
+            if !nameservers.is_empty() {
+                net::dns::serve(&self.vsock_host_port_path(DNS_PORT), nameservers.clone())
+                    .map_err(fail)?;
+                *self.dns_relay.lock().map_err(fail)? = nameservers;
+            }
         }
         *self.network.lock().map_err(fail)? = Some(network);
         Ok(devices)
@@ -512,6 +530,7 @@ impl Sandbox for VmSandbox {
             interfaces,
             routes,
             net_sysctls,
+            dns_relay: self.dns_relay.lock().map_err(fail)?.clone(),
         };
         self.call(&req)?;
         match self.share.lock().map_err(fail)?.as_ref() {
@@ -626,6 +645,7 @@ impl Sandbox for VmSandbox {
             }
         }
         let _ = std::fs::remove_file(self.vsock_path());
+        let _ = std::fs::remove_file(self.vsock_host_port_path(DNS_PORT));
     }
 }
 

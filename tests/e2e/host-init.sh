@@ -28,7 +28,9 @@ mkdir -p /run/sshd
 /usr/sbin/sshd -E /var/log/sshd.log
 containerd >/var/log/containerd.log 2>&1 &
 rt=/mnt/share/bin/microrun
-dockerd --containerd=/run/containerd/containerd.sock --iptables=false --ip6tables=false \
+# iptables on: docker's embedded DNS on user-defined networks needs its
+# rules in each container's namespace.
+dockerd --containerd=/run/containerd/containerd.sock --ip6tables=false \
   --storage-driver=overlay2 --add-runtime microrun="$rt" >/var/log/dockerd.log 2>&1 &
 echo "testhost: up ($(cat /proc/uptime | cut -d' ' -f1)s)" > /dev/ttyS0
 # Stay PID 1; reap orphans; power off on request (testhost down).

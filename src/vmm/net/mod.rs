@@ -4,6 +4,7 @@
 //! device on the tap with the veth's MAC and MTU. The guest agent gives the
 //! guest interface the veth's addresses and routes.
 
+pub mod dns;
 pub mod netlink;
 pub mod tap;
 
