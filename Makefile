@@ -3,9 +3,12 @@
 SHELL := /bin/bash
 PREFIX ?= /usr/local
 BUILD := build
-AGENT_TARGET := x86_64-unknown-linux-gnu
-AGENT := target/$(AGENT_TARGET)/release/microrun-agent
-MICRORUN := target/release/microrun
+# Both binaries are static-pie glibc builds (no musl target here): one file
+# to install, and the monitor maps no shared libraries (VMM memory overhead).
+TARGET := x86_64-unknown-linux-gnu
+STATIC := RUSTFLAGS='-C target-feature=+crt-static'
+AGENT := target/$(TARGET)/release/microrun-agent
+MICRORUN := target/$(TARGET)/release/microrun
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: all build deps agent initramfs kernel test unit fuzz e2e e2e-shell demo bench install clean fmt clippy
@@ -16,13 +19,12 @@ deps:
 	bash scripts/host-deps.sh
 
 build: deps
-	cargo build --release --bin microrun
+	$(STATIC) cargo build --release --bin microrun --target $(TARGET)
 	$(MAKE) initramfs
 
-# The guest agent is a static-pie glibc binary (no musl target here).
 agent:
-	RUSTFLAGS='-C target-feature=+crt-static' LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
-	  cargo build --release -p microrun-agent --target $(AGENT_TARGET)
+	$(STATIC) LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
+	  cargo build --release -p microrun-agent --target $(TARGET)
 
 initramfs: agent
 	@mkdir -p $(BUILD)

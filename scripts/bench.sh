@@ -4,7 +4,7 @@
 # KVM cannot run guests).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-mr=$top/target/release/microrun
+mr=$top/target/x86_64-unknown-linux-gnu/release/microrun
 size() { stat -c %s "$1"; }
 strip_size() { local t; t=$(mktemp); strip -o "$t" "$1"; size "$t"; rm -f "$t"; }
 echo "== sizes"

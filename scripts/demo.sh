@@ -3,7 +3,7 @@
 # run guests (microrun check); otherwise inside the emulated test host.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-mr=$top/target/release/microrun
+mr=$top/target/x86_64-unknown-linux-gnu/release/microrun
 if "$mr" check; then
   b=$(mktemp -d)
   trap 'rm -rf "$b"' EXIT

@@ -69,7 +69,7 @@ fn run_one(kind: &'static str, hook: &Hook, state_json: &str) -> Result<(), Hook
         let _ = stdin.write_all(state_json.as_bytes());
     }
     let stderr = child.stderr.take();
-    let reader = std::thread::spawn(move || {
+    let reader = microrun_protocol::threads::spawn(move || {
         let mut s = String::new();
         if let Some(mut e) = stderr {
             use std::io::Read;

@@ -400,7 +400,7 @@ impl Agent {
     fn reap(&self) {
         let table = self.table.clone();
         let out = self.out.clone();
-        std::thread::spawn(move || loop {
+        microrun_protocol::threads::spawn(move || loop {
             let mut st = 0;
             // SAFETY: waitpid(-1) with a valid status pointer.
             let pid = unsafe { libc::waitpid(-1, &mut st, 0) };
@@ -415,7 +415,7 @@ impl Agent {
                 Some(entry) => {
                     drop(t);
                     let out = out.clone();
-                    std::thread::spawn(move || finish(&out, entry, st));
+                    microrun_protocol::threads::spawn(move || finish(&out, entry, st));
                 }
                 None => {
                     if t.early.len() < MAX_EARLY {

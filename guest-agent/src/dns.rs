@@ -23,9 +23,9 @@ pub fn serve(addrs: &[Ipv4Addr]) -> io::Result<()> {
         let udp = UdpSocket::bind((addr, 53))?;
         let tcp = TcpListener::bind((addr, 53))?;
         let b = busy.clone();
-        std::thread::spawn(move || udp_loop(udp, addr, b));
+        microrun_protocol::threads::spawn(move || udp_loop(udp, addr, b));
         let b = busy.clone();
-        std::thread::spawn(move || tcp_loop(tcp, addr, b));
+        microrun_protocol::threads::spawn(move || tcp_loop(tcp, addr, b));
     }
     Ok(())
 }
@@ -37,7 +37,7 @@ fn bounded(busy: &Arc<AtomicUsize>, work: impl FnOnce() + Send + 'static) {
         return;
     }
     let busy = busy.clone();
-    std::thread::spawn(move || {
+    microrun_protocol::threads::spawn(move || {
         work();
         busy.fetch_sub(1, Ordering::AcqRel);
     });

@@ -43,10 +43,10 @@ impl Streams {
     /// Accepts streams forever on `l`.
     pub fn serve(&self, l: Listener) {
         let me = self.clone();
-        std::thread::spawn(move || {
+        microrun_protocol::threads::spawn(move || {
             while let Ok(s) = l.accept() {
                 let me = me.clone();
-                std::thread::spawn(move || {
+                microrun_protocol::threads::spawn(move || {
                     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                     let Some(key) = read_preface(&s) else { return };
                     let _ = s.set_read_timeout(None);

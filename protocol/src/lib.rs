@@ -3,6 +3,7 @@
 
 pub mod frame;
 pub mod relay;
+pub mod threads;
 
 use serde::{Deserialize, Serialize};
 

@@ -35,7 +35,7 @@ where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
-    std::thread::spawn(move || {
+    crate::threads::spawn(move || {
         let _ = copy(&mut from, &mut to);
         let _ = to.flush();
         done(to);

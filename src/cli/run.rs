@@ -40,7 +40,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         return Ok(0);
     }
     let pid = Pid::from_raw(monitor.id() as i32);
-    std::thread::spawn(move || {
+    microrun_protocol::threads::spawn(move || {
         let set = exit::relayed_set();
         while let Ok(sig) = set.wait() {
             let _ = kill(pid, sig);

@@ -92,7 +92,7 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<i32> {
     .map_err(|e| CliError::Msg(e.to_string()))?;
     let end = vm.wait();
     let total = vm.started.elapsed();
-    let (rss, guest_rss) = vm.memory_report();
+    let mem = vm.memory_report();
     let first = vm
         .first_run
         .lock()
@@ -100,13 +100,14 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<i32> {
         .and_then(|f| *f)
         .map(|t| t.duration_since(vm.started));
     eprintln!(
-        "vm-boot: {:?} after {:.1} ms (first KVM_RUN at {:.2} ms); RSS {} KiB, of which guest RAM {} KiB, VMM {} KiB",
+        "vm-boot: {:?} after {:.1} ms (first KVM_RUN at {:.2} ms); RSS {} KiB, of which guest RAM {} KiB, VMM {} KiB ({} KiB private)",
         end,
         total.as_secs_f64() * 1e3,
         first.map(|d| d.as_secs_f64() * 1e3).unwrap_or(f64::NAN),
-        rss,
-        guest_rss,
-        rss.saturating_sub(guest_rss)
+        mem.rss,
+        mem.guest,
+        mem.vmm(),
+        mem.vmm_private()
     );
     match end {
         VmEnd::Error(e) => Err(CliError::Msg(e)),

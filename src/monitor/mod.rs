@@ -225,7 +225,7 @@ impl Monitor {
             let sandbox = sandbox.clone();
             let hooks = hooks.clone();
             let tty = tty.clone();
-            std::thread::spawn(move || {
+            microrun_protocol::threads::spawn(move || {
                 for conn in listener.incoming().flatten() {
                     let sandbox = sandbox.clone();
                     let ctx = ServeCtx {
@@ -234,13 +234,13 @@ impl Monitor {
                         id: id.clone(),
                         tty: tty.clone(),
                     };
-                    std::thread::spawn(move || handle(&*sandbox, &ctx, conn));
+                    microrun_protocol::threads::spawn(move || handle(&*sandbox, &ctx, conn));
                 }
             });
         }
         {
             let sandbox = sandbox.clone();
-            std::thread::spawn(move || relay_signals(&*sandbox, INIT, tty));
+            microrun_protocol::threads::spawn(move || relay_signals(&*sandbox, INIT, tty));
         }
         let status = sandbox.wait(INIT);
         logging::debug(&format!("monitor: container exited: {status:?}"));

@@ -86,7 +86,7 @@ impl Standin {
                 &[],
             );
         }
-        std::thread::spawn(move || {
+        microrun_protocol::threads::spawn(move || {
             let set = exit::relayed_set();
             loop {
                 let Ok(sig) = set.wait() else { continue };

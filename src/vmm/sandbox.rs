@@ -503,7 +503,7 @@ impl Sandbox for VmSandbox {
         *self.ctl.lock().map_err(fail)? = Some(ctl);
         *self.replies.lock().map_err(fail)? = Some(rx);
         let exits = self.exits.clone();
-        std::thread::spawn(move || reader_loop(reader, tx, exits));
+        microrun_protocol::threads::spawn(move || reader_loop(reader, tx, exits));
         match self.call(&Request::Hello(Hello {
             protocol: PROTOCOL_VERSION,
             agent: String::new(),

@@ -238,7 +238,7 @@ impl Vm {
             )?;
             let (pio, mmio, ctl, tx) = (pio.clone(), mmio.clone(), ctl.clone(), end_tx.clone());
             let first = first_run.clone();
-            let h = std::thread::Builder::new()
+            let h = microrun_protocol::threads::builder()
                 .name(format!("vcpu{index}"))
                 .spawn(move || {
                     if index == 0 {
@@ -277,46 +277,25 @@ impl Vm {
         g.clone().unwrap_or(VmEnd::Stopped)
     }
 
-    /// (process RSS, RSS of guest RAM) in KiB, from /proc/self: their
-    /// difference is the VMM's own memory.
-    pub fn memory_report(&self) -> (u64, u64) {
+    /// The process's memory in KiB, from /proc/self: the VMM's own is the
+    /// process's less the guest RAM's.
+    pub fn memory_report(&self) -> MemoryReport {
         use vm_memory::GuestMemory;
         let starts: Vec<u64> = self._mem.iter().map(|r| r.as_ptr() as u64).collect();
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let total = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
-        let mut guest = 0;
-        let mut in_guest = false;
-        for line in smaps.lines() {
-            if let Some(range) = line
-                .split_whitespace()
-                .next()
-                .filter(|r| r.contains('-') && !line.ends_with(':'))
-            {
-                if let Some(start) = range
-                    .split('-')
-                    .next()
-                    .and_then(|s| u64::from_str_radix(s, 16).ok())
-                {
-                    in_guest = starts.contains(&start);
-                    continue;
-                }
-            }
-            if in_guest {
-                if let Some(v) = line.strip_prefix("Rss:") {
-                    guest += v
-                        .split_whitespace()
-                        .next()
-                        .and_then(|n| n.parse::<u64>().ok())
-                        .unwrap_or(0);
-                }
-            }
+        MemoryReport {
+            rss: field("VmRSS:"),
+            anon: field("RssAnon:"),
+            guest: guest_rss(&smaps, &starts),
         }
-        (total, guest)
     }
 
     /// Like [`Vm::wait`], but gives up after `timeout`.
@@ -395,7 +374,7 @@ impl EndSlot {
             cv: Condvar::new(),
         });
         let s = slot.clone();
-        std::thread::spawn(move || {
+        microrun_protocol::threads::spawn(move || {
             let end = rx.recv().unwrap_or(VmEnd::Stopped);
             *s.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(end.clone());
             s.cv.notify_all();
@@ -483,7 +462,7 @@ fn attach_virtio(
         cmdline.push(format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
         let stop = stop.try_clone().map_err(io("eventfd"))?;
         threads.push(
-            std::thread::Builder::new()
+            microrun_protocol::threads::builder()
                 .name(format!("virtio{i}"))
                 .spawn(move || device_loop(notifiers, stop))
                 .map_err(io("spawn device thread"))?,
@@ -532,9 +511,90 @@ fn device_loop(notifiers: Vec<Watch>, stop: EventFd) {
 }
 
 fn watch_reset(ev: EventFd, tx: Sender<VmEnd>) {
-    std::thread::spawn(move || {
+    microrun_protocol::threads::spawn(move || {
         if ev.read().is_ok() {
             let _ = tx.send(VmEnd::Reset);
         }
     });
+}
+
+/// Memory of the VMM process, KiB.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryReport {
+    pub rss: u64,
+    /// Anonymous (private) memory, guest RAM included.
+    pub anon: u64,
+    pub guest: u64,
+}
+
+impl MemoryReport {
+    /// The VMM's own resident memory: its code (shared by every monitor
+    /// through the page cache) and its private memory.
+    pub fn vmm(&self) -> u64 {
+        self.rss.saturating_sub(self.guest)
+    }
+
+    /// What each further VM costs beyond its guest RAM.
+    pub fn vmm_private(&self) -> u64 {
+        self.anon.saturating_sub(self.guest)
+    }
+}
+
+/// Resident KiB of the mappings of /proc/self/smaps that start at `starts`.
+fn guest_rss(smaps: &str, starts: &[u64]) -> u64 {
+    let mut guest = 0;
+    let mut in_guest = false;
+    for line in smaps.lines() {
+        if let Some(range) = line
+            .split_whitespace()
+            .next()
+            .filter(|r| r.contains('-') && !line.ends_with(':'))
+        {
+            if let Some(start) = range
+                .split('-')
+                .next()
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+            {
+                in_guest = starts.contains(&start);
+                continue;
+            }
+        }
+        if in_guest {
+            if let Some(v) = line.strip_prefix("Rss:") {
+                guest += v
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    guest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_rss_sums_only_the_guest_mappings() {
+        let smaps = "\
+55d0a0000000-55d0a0100000 r-xp 00000000 08:01 12 /usr/bin/microrun
+Rss:                1024 kB
+7f0000000000-7f0010000000 rw-p 00000000 00:00 0
+Size:             262144 kB
+Rss:               34816 kB
+VmFlags: rd wr mr mw me ac
+7f0010000000-7f0010021000 rw-p 00000000 00:00 0
+Rss:                   4 kB
+";
+        assert_eq!(guest_rss(smaps, &[0x7f00_0000_0000]), 34816);
+        assert_eq!(guest_rss(smaps, &[]), 0);
+        let r = MemoryReport {
+            rss: 40000,
+            anon: 35200,
+            guest: 34816,
+        };
+        assert_eq!((r.vmm(), r.vmm_private()), (5184, 384));
+    }
 }

@@ -6,7 +6,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 share=${1:?share dir}
 mkdir -p "$share/bin" "$share/share/microrun" "$share/e2e"
-install -m 0755 "$top/target/release/microrun" "$share/bin/microrun"
+install -m 0755 "$top/target/x86_64-unknown-linux-gnu/release/microrun" "$share/bin/microrun"
 install -m 0644 "$top/build/vmlinux" "$share/share/microrun/vmlinux"
 install -m 0644 "$top/build/initramfs.cpio" "$share/share/microrun/initramfs.cpio"
 cp "$here"/guest/*.sh "$share/e2e/"

@@ -76,7 +76,7 @@ fn parse_nameservers(text: &str) -> Vec<Ipv4Addr> {
 /// from a thread, for the monitor's lifetime; the caller removes `path`.
 pub fn serve(path: &Path, nameservers: Vec<Ipv4Addr>) -> Result<(), DnsError> {
     let listener = crate::unixpath::bind(path).map_err(|e| DnsError::Listen(path.into(), e))?;
-    std::thread::spawn(move || accept_loop(listener, Arc::new(nameservers)));
+    microrun_protocol::threads::spawn(move || accept_loop(listener, Arc::new(nameservers)));
     Ok(())
 }
 
@@ -89,7 +89,7 @@ fn accept_loop(listener: UnixListener, nameservers: Arc<Vec<Ipv4Addr>>) {
             continue;
         }
         let (busy, nameservers) = (busy.clone(), nameservers.clone());
-        std::thread::spawn(move || {
+        microrun_protocol::threads::spawn(move || {
             let _ = exchange(stream, &nameservers);
             busy.fetch_sub(1, Ordering::AcqRel);
         });
