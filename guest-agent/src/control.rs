@@ -191,6 +191,16 @@ impl Agent {
                 Ok(()) => Reply::Ok,
                 Err(e) => err(e),
             },
+            Request::Network {
+                devices,
+                interfaces,
+                routes,
+            } => match crate::net::probe(&devices)
+                .and_then(|()| crate::net::configure(&interfaces, &routes))
+            {
+                Ok(()) => Reply::Ok,
+                Err(e) => err(format!("network: {e}")),
+            },
             Request::Start => match self.container.as_mut().map(|c| c.init.start()) {
                 Some(Ok(())) => Reply::Ok,
                 Some(Err(e)) => err(format!("start: {e}")),

@@ -115,13 +115,52 @@ fn sysctl_path(key: &str) -> Option<String> {
     ok.then(|| format!("/proc/sys/{}", key.replace('.', "/")))
 }
 
-/// Brings up loopback and each interface: guest eth<i> is host
-/// interface i (devices are probed in order).
+/// How long a hotplugged device may take to show up as an interface.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The guest interface with MAC `mac`, waiting for it to be probed.
+fn interface_by_mac(mac: &str) -> Result<String, NetError> {
+    let deadline = std::time::Instant::now() + PROBE_TIMEOUT;
+    loop {
+        if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
+            for e in dir.flatten() {
+                let addr = std::fs::read_to_string(e.path().join("address")).unwrap_or_default();
+                if addr.trim().eq_ignore_ascii_case(mac) {
+                    return Ok(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(NetError(format!("no guest interface with MAC {mac}")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Probes hotplugged devices: placeholders (`virtio-mmio.<n>`) the
+/// monitor announced at boot and has since filled; binding the driver
+/// again makes it look.
+pub fn probe(devices: &[String]) -> Result<(), NetError> {
+    for d in devices {
+        let ok = d
+            .strip_prefix("virtio-mmio.")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if !ok {
+            return Err(NetError(format!("bad device name {d:?}")));
+        }
+        std::fs::write("/sys/bus/platform/drivers/virtio-mmio/bind", d)
+            .map_err(|e| NetError(format!("probe device {d}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Brings up loopback and each interface, found by its MAC, named, sized
+/// and addressed as on the host; then adds the routes.
 pub fn configure(ifaces: &[NetInterface], routes: &[NetRoute]) -> Result<(), NetError> {
     let ctl = Ctl::open()?;
     ctl.set_flags("lo", true)?;
-    for (i, iface) in ifaces.iter().enumerate() {
-        let kernel_name = format!("eth{i}");
+    for iface in ifaces {
+        let kernel_name = interface_by_mac(&iface.mac)?;
         if iface.name != kernel_name {
             let mut req = ifreq(&kernel_name)?;
             let new = ifreq(&iface.name)?;

@@ -112,6 +112,14 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         dns_relay: Vec<std::net::Ipv4Addr>,
     },
+    /// Interfaces hotplugged after create: the agent probes each device
+    /// (the guest's platform device name, `virtio-mmio.<n>`), then
+    /// configures the interfaces (found by MAC) and the full route list.
+    Network {
+        devices: Vec<String>,
+        interfaces: Vec<NetInterface>,
+        routes: Vec<NetRoute>,
+    },
     Start,
     /// Signal one process, or with `all` every process of the container.
     Signal {

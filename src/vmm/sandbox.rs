@@ -126,22 +126,15 @@ impl VmSandbox {
                 Share::guest_rootfs()
             }));
         }
-        // The interfaces live in the guest's own network namespace: a
-        // container given interfaces uses it rather than a new, empty one.
-        let has_net = self
-            .network
-            .lock()
-            .map_err(fail)?
-            .as_ref()
-            .is_some_and(|n| !n.wired.is_empty());
-        if has_net {
-            if let Some(nss) = spec
-                .linux_mut()
-                .as_mut()
-                .and_then(|l| l.namespaces_mut().as_mut())
-            {
-                nss.retain(|n| n.typ() != LinuxNamespaceType::Network);
-            }
+        // The VM is the container's network isolation: the container uses
+        // the guest's own namespace, where the interfaces are (including
+        // any hotplugged at start) and where the agent's DNS relay listens.
+        if let Some(nss) = spec
+            .linux_mut()
+            .as_mut()
+            .and_then(|l| l.namespaces_mut().as_mut())
+        {
+            nss.retain(|n| n.typ() != LinuxNamespaceType::Network);
         }
         let binds = match self.share.lock().map_err(fail)?.as_ref() {
             Some(s) => s.binds.clone(),
@@ -250,18 +243,53 @@ impl VmSandbox {
                 mtu: w.mtu,
             });
         }
-        // The container uses the guest's namespace only when it has
-        // interfaces; only then can the guest's loopback stand in for it.
-        if !devices.is_empty() {
-            let nameservers = net::dns::loopback_nameservers(&self.config.spec);
-            if !nameservers.is_empty() {
-                net::dns::serve(&self.vsock_host_port_path(DNS_PORT), nameservers.clone())
-                    .map_err(fail)?;
-                *self.dns_relay.lock().map_err(fail)? = nameservers;
-            }
+        let nameservers = net::dns::loopback_nameservers(&self.config.spec);
+        if !nameservers.is_empty() {
+            net::dns::serve(&self.vsock_host_port_path(DNS_PORT), nameservers.clone())
+                .map_err(fail)?;
+            *self.dns_relay.lock().map_err(fail)? = nameservers;
         }
         *self.network.lock().map_err(fail)? = Some(network);
         Ok(devices)
+    }
+
+    /// Interfaces moved into the namespace after create (Docker ≥ 26 does
+    /// so between create and start) are wired and hotplugged into the VM,
+    /// and the agent configures them before the workload starts.
+    fn wire_late_interfaces(&self) -> Result<(), SandboxError> {
+        let mut network = self.network.lock().map_err(fail)?;
+        let Some(n) = network.as_mut() else {
+            return Ok(());
+        };
+        if n.unwired().map_err(fail)?.is_empty() {
+            return Ok(());
+        }
+        let mut configs = Vec::new();
+        let mut interfaces = Vec::new();
+        for w in n.wire_new().map_err(fail)? {
+            configs.push(NetConfig {
+                tap: w.tap.file().try_clone().map_err(fail)?,
+                mac: w.mac,
+                mtu: w.mtu,
+            });
+            interfaces.push(w.guest.clone());
+        }
+        let routes = n.routes.clone();
+        drop(network);
+        let mut devices = Vec::new();
+        {
+            let vm = self.vm.lock().map_err(fail)?;
+            let vm = vm.as_ref().ok_or_else(|| fail("no VM"))?;
+            for c in configs {
+                devices.push(vm.hotplug_net(c).map_err(fail)?);
+            }
+        }
+        self.call(&Request::Network {
+            devices,
+            interfaces,
+            routes,
+        })
+        .map(|_| ())
     }
 
     /// Opens a process's stdio streams and relays them to `io`.
@@ -540,17 +568,7 @@ impl Sandbox for VmSandbox {
     }
 
     fn start(&self) -> Result<(), SandboxError> {
-        if let Some(n) = self.network.lock().map_err(fail)?.as_ref() {
-            let late = n.unwired().map_err(fail)?;
-            if !late.is_empty() {
-                return Err(fail(format!(
-                    "network interface(s) {} appeared after create; microrun wires the \
-                     namespace's interfaces at create and cannot add devices to a running \
-                     VM (Docker ≥ 26 moves the veth in at start: not supported yet)",
-                    late.join(", ")
-                )));
-            }
-        }
+        self.wire_late_interfaces()?;
         self.call(&Request::Start).map(|_| ())
     }
 

@@ -60,6 +60,10 @@ pub enum VmError {
     Queue(String),
     #[error("at most 64 vCPUs are supported, {0} requested")]
     TooManyVcpus(usize),
+    #[error("no room for another device: {0} can be added to a running VM")]
+    NoHotplugSlot(usize),
+    #[error("too many devices: the I/O APIC has no interrupt line for device {0}")]
+    TooManyDevices(usize),
 }
 
 pub struct VmConfig {
@@ -114,7 +118,7 @@ fn kick_signal() -> i32 {
 extern "C" fn noop_handler(_: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
 pub struct Vm {
-    _devices: DeviceLoop,
+    devices: DeviceLoop,
     _kvm: Kvm,
     _vm: Arc<VmFd>,
     _mem: Memory,
@@ -254,7 +258,7 @@ impl Vm {
             vcpus.push(h);
         }
         Ok(Vm {
-            _devices: devices,
+            devices,
             _kvm: kvm,
             _vm: vm,
             _mem: mem,
@@ -264,6 +268,17 @@ impl Vm {
             started,
             first_run,
         })
+    }
+
+    /// Adds a virtio-net device to the running VM in a slot announced at
+    /// boot; returns the guest's platform device name for it, which the
+    /// guest binds to the virtio-mmio driver to probe it.
+    pub fn hotplug_net(&self, n: NetConfig) -> Result<String, VmError> {
+        let net = Net::new(Box::new(n.tap), n.mac, n.mtu).map_err(|source| VmError::Io {
+            what: "virtio-net",
+            source,
+        })?;
+        self.devices.hotplug(&self._vm, Box::new(net))
     }
 
     /// Blocks until the VM ends, and says why.
@@ -391,14 +406,71 @@ impl EndSlot {
 /// its queues' ioeventfds and its host fd.
 pub struct DeviceLoop {
     stop: EventFd,
-    threads: Vec<JoinHandle<()>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    mem: Memory,
+    end_tx: Sender<VmEnd>,
+    /// Device index and MMIO window of each hotplug slot, in order.
+    slots: Vec<(usize, Arc<Mutex<Slot>>)>,
+    slots_used: Mutex<usize>,
+}
+
+impl DeviceLoop {
+    fn hotplug(&self, vm: &VmFd, dev: Box<dyn VirtioDevice>) -> Result<String, VmError> {
+        let mut used = self.slots_used.lock().unwrap_or_else(|e| e.into_inner());
+        let (index, slot) = self
+            .slots
+            .get(*used)
+            .ok_or(VmError::NoHotplugSlot(self.slots.len()))?;
+        let stop = self.stop.try_clone().map_err(|source| VmError::Io {
+            what: "eventfd",
+            source,
+        })?;
+        let (t, thread, _) = attach_one(vm, &self.mem, dev, *index, &self.end_tx, stop)?;
+        slot.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(t);
+        *used += 1;
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(thread);
+        // Command-line devices are numbered in order from 0.
+        Ok(format!("virtio-mmio.{index}"))
+    }
 }
 
 impl Drop for DeviceLoop {
     fn drop(&mut self) {
         let _ = self.stop.write(1);
-        for t in self.threads.drain(..) {
+        let threads = std::mem::take(self.threads.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
             let _ = t.join();
+        }
+    }
+}
+
+/// MMIO windows kept free at boot for devices added later (interfaces
+/// Docker ≥ 26 moves into the namespace between create and start).
+const HOTPLUG_SLOTS: usize = 4;
+
+/// An MMIO window reserved at boot; empty until a device is added. The
+/// guest does not look at it before it is told the device string.
+#[derive(Default)]
+struct Slot(Option<Arc<Mutex<MmioTransport>>>);
+
+impl super::bus::BusDevice for Slot {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        match &self.0 {
+            Some(t) => t
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .read(offset, data),
+            None => data.fill(0xff),
+        }
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let Some(t) = &self.0 {
+            t.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .write(offset, data)
         }
     }
 }
@@ -419,7 +491,7 @@ impl Watch {
 }
 
 /// Places each virtio device on the MMIO bus with its IRQ and ioeventfds and
-/// announces it on the kernel command line.
+/// announces it on the kernel command line; reserves the hotplug slots.
 fn attach_virtio(
     vm: &VmFd,
     mem: &Memory,
@@ -429,46 +501,92 @@ fn attach_virtio(
     cmdline: &mut Vec<String>,
 ) -> Result<DeviceLoop, VmError> {
     let io = |what| move |source| VmError::Io { what, source };
-    let setup = |what| move |source| VmError::Setup { what, source };
     let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
     let mut threads = Vec::new();
+    let cold = devices.len();
     for (i, dev) in devices.into_iter().enumerate() {
-        let mut notifiers: Vec<Watch> = Vec::new();
-        let base = layout::MMIO_START + i as u64 * layout::MMIO_DEVICE_SIZE;
-        let irq = layout::VIRTIO_IRQ_BASE + i as u32;
-        let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
-        vm.register_irqfd(&irqfd, irq)
-            .map_err(setup("KVM_IRQFD (virtio)"))?;
-        let mut t = MmioTransport::new(dev, mem.clone(), irqfd)
-            .map_err(|e| VmError::Queue(e.to_string()))?;
-        let tx = Mutex::new(end_tx.clone());
-        t.set_on_failure(Box::new(move |msg| {
-            let _ = tx.lock().map(|tx| tx.send(VmEnd::Error(msg)));
-        }));
-        let queues = t.queue_count();
-        let host_fd = t.host_fd();
-        let t = Arc::new(Mutex::new(t));
-        if let Some(fd) = host_fd {
-            notifiers.push(Watch::Host(t.clone(), fd));
-        }
-        for q in 0..queues {
-            let ev = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
-            let addr = IoEventAddress::Mmio(base + REG_QUEUE_NOTIFY);
-            vm.register_ioevent(&ev, &addr, q as u32)
-                .map_err(setup("KVM_IOEVENTFD"))?;
-            notifiers.push(Watch::Queue(t.clone(), q, ev));
-        }
-        mmio.insert(base, layout::MMIO_DEVICE_SIZE, t);
-        cmdline.push(format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
         let stop = stop.try_clone().map_err(io("eventfd"))?;
-        threads.push(
-            microrun_protocol::threads::builder()
-                .name(format!("virtio{i}"))
-                .spawn(move || device_loop(notifiers, stop))
-                .map_err(io("spawn device thread"))?,
-        );
+        let (t, thread, spec) = attach_one(vm, mem, dev, i, end_tx, stop)?;
+        mmio.insert(window(i).0, layout::MMIO_DEVICE_SIZE, t);
+        cmdline.push(format!("virtio_mmio.device={spec}"));
+        threads.push(thread);
     }
-    Ok(DeviceLoop { stop, threads })
+    let mut slots = Vec::new();
+    for i in (cold..cold + HOTPLUG_SLOTS).filter(|i| window(*i).1 < IRQ_LINES) {
+        let slot = Arc::new(Mutex::new(Slot::default()));
+        let (base, irq) = window(i);
+        mmio.insert(base, layout::MMIO_DEVICE_SIZE, slot.clone());
+        cmdline.push(format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
+        slots.push((i, slot));
+    }
+    Ok(DeviceLoop {
+        stop,
+        threads: Mutex::new(threads),
+        mem: mem.clone(),
+        end_tx: end_tx.clone(),
+        slots,
+        slots_used: Mutex::new(0),
+    })
+}
+
+/// I/O APIC pins (see mptable).
+const IRQ_LINES: u32 = 24;
+
+/// MMIO base and IRQ of the i-th virtio device.
+fn window(i: usize) -> (u64, u32) {
+    (
+        layout::MMIO_START + i as u64 * layout::MMIO_DEVICE_SIZE,
+        layout::VIRTIO_IRQ_BASE + i as u32,
+    )
+}
+
+/// A wired device: its transport (for the bus), its thread, and its
+/// `virtio_mmio` device string.
+type Attached = (Arc<Mutex<MmioTransport>>, JoinHandle<()>, String);
+
+/// Wires one device as the i-th: its irqfd, queue ioeventfds and thread.
+fn attach_one(
+    vm: &VmFd,
+    mem: &Memory,
+    dev: Box<dyn VirtioDevice>,
+    i: usize,
+    end_tx: &Sender<VmEnd>,
+    stop: EventFd,
+) -> Result<Attached, VmError> {
+    let io = |what| move |source| VmError::Io { what, source };
+    let setup = |what| move |source| VmError::Setup { what, source };
+    let (base, irq) = window(i);
+    if irq >= IRQ_LINES {
+        return Err(VmError::TooManyDevices(i));
+    }
+    let mut notifiers: Vec<Watch> = Vec::new();
+    let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
+    vm.register_irqfd(&irqfd, irq)
+        .map_err(setup("KVM_IRQFD (virtio)"))?;
+    let mut t =
+        MmioTransport::new(dev, mem.clone(), irqfd).map_err(|e| VmError::Queue(e.to_string()))?;
+    let tx = Mutex::new(end_tx.clone());
+    t.set_on_failure(Box::new(move |msg| {
+        let _ = tx.lock().map(|tx| tx.send(VmEnd::Error(msg)));
+    }));
+    let queues = t.queue_count();
+    let host_fd = t.host_fd();
+    let t = Arc::new(Mutex::new(t));
+    if let Some(fd) = host_fd {
+        notifiers.push(Watch::Host(t.clone(), fd));
+    }
+    for q in 0..queues {
+        let ev = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
+        let addr = IoEventAddress::Mmio(base + REG_QUEUE_NOTIFY);
+        vm.register_ioevent(&ev, &addr, q as u32)
+            .map_err(setup("KVM_IOEVENTFD"))?;
+        notifiers.push(Watch::Queue(t.clone(), q, ev));
+    }
+    let thread = microrun_protocol::threads::builder()
+        .name(format!("virtio{i}"))
+        .spawn(move || device_loop(notifiers, stop))
+        .map_err(io("spawn device thread"))?;
+    Ok((t, thread, format!("4K@{base:#x}:{irq}")))
 }
 
 fn device_loop(notifiers: Vec<Watch>, stop: EventFd) {

@@ -64,9 +64,7 @@ fn read_sysctls() -> Vec<(String, String)> {
 }
 
 impl Network {
-    /// Interfaces of the namespace that were not there at create (Docker
-    /// ≥ 26 moves the veth in between create and start): the VM cannot take
-    /// them without hotplug, which microrun does not do.
+    /// Interfaces of the namespace that are not wired yet.
     pub fn unwired(&self) -> Result<Vec<String>, NetError> {
         let links = Netlink::open()?.links()?;
         Ok(links
@@ -102,17 +100,42 @@ fn mac_string(m: &[u8; 6]) -> String {
 /// Wires every non-loopback interface of the current network namespace.
 /// On error, whatever was wired so far is undone.
 pub fn wire() -> Result<Network, NetError> {
-    let mut nl = Netlink::open()?;
-    let links = nl.links()?;
-    let addrs = nl.addresses()?;
-    let routes = nl.routes()?;
     let mut net = Network {
         wired: Vec::new(),
         routes: Vec::new(),
         sysctls: read_sysctls(),
     };
-    let res = (|| {
-        for (i, l) in links.iter().filter(|l| !l.loopback).enumerate() {
+    match net.wire_new() {
+        Ok(_) => Ok(net),
+        Err(e) => {
+            net.unwire();
+            Err(e)
+        }
+    }
+}
+
+impl Network {
+    /// Wires the interfaces that are not wired yet (all at create; at start
+    /// those Docker ≥ 26 moved in since) and reads the routes again.
+    /// Returns the newly wired ones; on error they stay in `wired`, for
+    /// `unwire`.
+    pub fn wire_new(&mut self) -> Result<&[Wired], NetError> {
+        let mut nl = Netlink::open()?;
+        let links = nl.links()?;
+        let addrs = nl.addresses()?;
+        let routes = nl.routes()?;
+        let first_new = self.wired.len();
+        let new: Vec<_> = links
+            .iter()
+            .filter(|l| {
+                !l.loopback
+                    && !self
+                        .wired
+                        .iter()
+                        .any(|w| w.veth == l.index || w.tap.index == l.index)
+            })
+            .collect();
+        for l in new {
             let mac = l.mac.ok_or_else(|| NetError::NoMac(l.name.clone()))?;
             let mtu = u16::try_from(l.mtu)
                 .ok()
@@ -121,7 +144,7 @@ pub fn wire() -> Result<Network, NetError> {
                     name: l.name.clone(),
                     mtu: l.mtu,
                 })?;
-            let tap = Tap::create(&format!("mrtap{i}"), l.mtu)?;
+            let tap = Tap::create(&format!("mrtap{}", self.wired.len()), l.mtu)?;
             nl.add_ingress(l.index)?;
             let wired = Wired {
                 veth: l.index,
@@ -140,7 +163,7 @@ pub fn wire() -> Result<Network, NetError> {
                 tap,
             };
             let tap_index = wired.tap.index;
-            net.wired.push(wired);
+            self.wired.push(wired);
             nl.redirect(l.index, tap_index).map_err(|e| match &e {
                 NetlinkError::Kernel { source, .. }
                     if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::EOPNOTSUPP)) =>
@@ -152,24 +175,18 @@ pub fn wire() -> Result<Network, NetError> {
             nl.add_ingress(tap_index)?;
             nl.redirect(tap_index, l.index)?;
         }
+        self.routes.clear();
         for r in &routes {
             let Some(dev) = links.iter().find(|l| l.index == r.index && !l.loopback) else {
                 continue;
             };
-            net.routes.push(NetRoute {
+            self.routes.push(NetRoute {
                 destination: format!("{}/{}", r.dest, r.prefix),
                 gateway: r.gateway.map(|g| g.to_string()),
                 device: dev.name.clone(),
             });
         }
-        Ok(())
-    })();
-    match res {
-        Ok(()) => Ok(net),
-        Err(e) => {
-            net.unwire();
-            Err(e)
-        }
+        Ok(&self.wired[first_new..])
     }
 }
 

@@ -449,6 +449,46 @@ t_raw_cli_lifecycle() {
   test ! -e /run/microrun/e2e-raw
 }
 
+# Docker ≥ 26 moves the veth into the container's namespace between create
+# and start: the interface is hotplugged into the running VM and configured
+# before the workload runs. Here the namespace is given by path (as CNI does).
+t_raw_cli_late_interface() {
+  local b=/tmp/e2e-late
+  bundle "$b" '["sh", "/probe.sh"]'
+  cat > "$b/rootfs/probe.sh" <<'EOF'
+ip -4 -o addr show dev eth0 | grep -o 10.99.0.2/24
+ip route | grep -o 'default via 10.99.0.1 dev eth0'
+ping -c 1 -W 10 10.99.0.1 >/dev/null && echo ping-ok
+EOF
+  sed -i -e 's|"type": "network"|&, "path": "/var/run/netns/e2e-late"|' \
+    -e 's|"CAP_KILL"|&, "CAP_NET_RAW"|' "$b/config.json"
+  grep -q '/var/run/netns/e2e-late' "$b/config.json"
+  "$MR" delete --force e2e-late 2>/dev/null || true
+  ip link del e2e-lh 2>/dev/null || true
+  ip netns del e2e-late 2>/dev/null || true
+  ip netns add e2e-late
+  "$MR" create --bundle "$b" e2e-late >/tmp/e2e-late.out 2>&1 &
+  local creator=$!
+  for _ in $(seq 600); do "$MR" state e2e-late 2>/dev/null | grep -q '"status": "created"' && break; sleep 0.2; done
+  ip link add e2e-lh type veth peer name eth0 netns e2e-late
+  ip addr add 10.99.0.1/24 dev e2e-lh
+  ip link set e2e-lh up
+  ip -n e2e-late addr add 10.99.0.2/24 dev eth0
+  ip -n e2e-late link set eth0 up
+  ip -n e2e-late route add default via 10.99.0.1
+  "$MR" start e2e-late
+  for _ in $(seq 600); do "$MR" state e2e-late | grep -q '"status": "stopped"' && break; sleep 0.2; done
+  wait $creator || true
+  "$MR" delete e2e-late
+  local left; left=$(ip -n e2e-late -o link | cut -d: -f2 | sed 's/@.*//' | tr -d ' ' | tr '\n' ' ')
+  ip link del e2e-lh
+  ip netns del e2e-late
+  cat /tmp/e2e-late.out
+  expect_eq "$(cat /tmp/e2e-late.out)" "$(printf '10.99.0.2/24\ndefault via 10.99.0.1 dev eth0\nping-ok')"
+  # The tap went with the container; the veth is the caller's.
+  expect_eq "$left" "lo eth0 "
+}
+
 t_raw_cli_run() {
   local b=/tmp/e2e-run
   bundle "$b" '["echo", "raw-hi"]'
@@ -537,6 +577,7 @@ scenario docker-network t_docker_network
 scenario docker-network-sigkill t_docker_network_sigkill
 scenario docker-network-none t_docker_network_none
 scenario docker-network-dns t_docker_network_dns
+scenario raw-cli-late-interface t_raw_cli_late_interface
 scenario raw-cli-run t_raw_cli_run
 scenario raw-cli-lifecycle t_raw_cli_lifecycle
 scenario raw-cli-signals t_raw_cli_signals

@@ -7,7 +7,7 @@ use crate::vmm::memory::Memory;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-const MAGIC: u32 = 0x7472_6976; // "virt"
+pub const MAGIC: u32 = 0x7472_6976; // "virt"
 const VERSION: u32 = 2;
 const VENDOR: u32 = 0x4d52_5552; // "RURM"
 
