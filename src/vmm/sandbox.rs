@@ -5,6 +5,7 @@
 //! virtio-fs device serving the container's share (`vmm::share`): writes
 //! on either side are seen by the other.
 
+use super::devices::console_tail::ConsoleTail;
 use super::image;
 use super::net::{self, Network};
 use super::share::{self, Share};
@@ -62,6 +63,8 @@ pub struct VmSandbox {
     network: Mutex<Option<Network>>,
     /// Loopback nameservers the agent relays to the namespace.
     dns_relay: Mutex<Vec<std::net::Ipv4Addr>>,
+    /// The end of the guest console, for errors about a guest that died.
+    console: ConsoleTail,
 }
 
 impl VmSandbox {
@@ -77,6 +80,7 @@ impl VmSandbox {
             share: Mutex::new(None),
             network: Mutex::new(None),
             dns_relay: Mutex::new(Vec::new()),
+            console: ConsoleTail::default(),
         }
     }
 
@@ -339,7 +343,8 @@ impl VmSandbox {
         loop {
             if let Some(end) = self.vm_ended() {
                 return Err(fail(format!(
-                    "the VM ended before its agent answered: {end:?}"
+                    "the VM ended before its agent answered: {end:?}{}",
+                    self.console.summary()
                 )));
             }
             if let Ok(mut s) = crate::unixpath::connect(&self.vsock_path()) {
@@ -382,7 +387,10 @@ impl VmSandbox {
         match reply {
             Ok(Reply::Error { msg }) => Err(SandboxError::Failed(format!("guest agent: {msg}"))),
             Ok(r) => Ok(r),
-            Err(_) => Err(fail("the guest agent did not answer")),
+            Err(_) => Err(fail(format!(
+                "the guest agent did not answer{}",
+                self.console.summary()
+            ))),
         }
     }
 }
@@ -424,6 +432,13 @@ impl Exits {
             e.0.insert(process, st);
         }
         self.cv.notify_all();
+    }
+
+    fn init_exited(&self) -> bool {
+        self.done
+            .lock()
+            .map(|e| e.0.contains_key(&INIT))
+            .unwrap_or(true)
     }
 
     fn vm_gone(&self) {
@@ -491,13 +506,14 @@ impl Sandbox for VmSandbox {
         raise_fd_limit();
         let nets = self.wire_network()?;
         let (mem_bytes, vcpus) = self.sizing();
-        let console: Box<dyn Write + Send> = if self.config.debug {
+        let log: Box<dyn Write + Send> = if self.config.debug {
             Box::new(
                 std::fs::File::create(self.config.state_dir.join("console.log")).map_err(fail)?,
             )
         } else {
             Box::new(std::io::sink())
         };
+        let console = self.console.writer(log);
         let vm = Vm::start(VmConfig {
             kernel: img.kernel,
             initrd: Some(img.initrd),
@@ -520,7 +536,16 @@ impl Sandbox for VmSandbox {
             // (guest crash, reset) still ends the container.
             on_end: Some({
                 let exits = self.exits.clone();
-                Box::new(move |_| exits.vm_gone())
+                let tail = self.console.clone();
+                Box::new(move |end| {
+                    if *end != VmEnd::Stopped && !exits.init_exited() {
+                        crate::logging::error(&format!(
+                            "the VM ended while the container ran: {end:?}{}",
+                            tail.summary()
+                        ));
+                    }
+                    exits.vm_gone()
+                })
             }),
         })
         .map_err(fail)?;
