@@ -26,14 +26,15 @@ type Out = Arc<Mutex<Option<UnixStream>>>;
 /// the output relays to wait for.
 type Stdio = (Option<ChildStdio>, Option<UnixStream>, Vec<JoinHandle<()>>);
 
-fn send(out: &Out, reply: &Reply) {
-    if let Ok(bytes) = frame::encode(reply) {
-        if let Ok(mut o) = out.lock() {
-            if let Some(s) = o.as_mut() {
-                let _ = s.write_all(&bytes);
-            }
-        }
-    }
+/// False when the monitor could not be told (no connection, or it broke).
+fn send(out: &Out, reply: &Reply) -> bool {
+    let Ok(bytes) = frame::encode(reply) else {
+        return false;
+    };
+    let Ok(mut o) = out.lock() else {
+        return false;
+    };
+    o.as_mut().is_some_and(|s| s.write_all(&bytes).is_ok())
 }
 
 struct Entry {
@@ -450,7 +451,7 @@ fn finish(out: &Out, entry: Entry, status: i32) {
         // SAFETY: sync takes no arguments.
         unsafe { libc::sync() };
     }
-    send(
+    let told = send(
         out,
         &Reply::Exited {
             process: entry.process,
@@ -460,6 +461,11 @@ fn finish(out: &Out, entry: Entry, status: i32) {
     );
     if entry.process != INIT {
         return;
+    }
+    if !told {
+        crate::console(
+            "microrun-agent: the init's exit could not be reported: no monitor connection",
+        );
     }
     // Output may still be queued in the guest's vsock buffers, waiting for
     // credit: the VM must live until the monitor has drained it and closes

@@ -72,7 +72,7 @@ fn main() {
     }
 }
 
-fn console(line: &str) {
+pub(crate) fn console(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
@@ -82,6 +82,7 @@ fn console(line: &str) {
 /// the kernel (reboot=k) resets through the i8042, which the VMM turns
 /// into the end of the VM.
 pub(crate) fn power_off() -> ! {
+    console("microrun-agent: powering off");
     // SAFETY: sync and reboot take no pointers; as PID 1 we are allowed to.
     unsafe {
         libc::sync();

@@ -214,7 +214,13 @@ pub fn run(vcpu: &mut VcpuFd, index: u8, pio: &Bus, mmio: &Bus, ctl: &Control) -
             VcpuExit::MmioRead(addr, data) => mmio.read(addr, data),
             VcpuExit::MmioWrite(addr, data) => mmio.write(addr, data),
             VcpuExit::Hlt => return VmEnd::Halted,
-            VcpuExit::Shutdown | VcpuExit::SystemEvent(..) => return VmEnd::Reset,
+            VcpuExit::Shutdown => {
+                // reboot=t makes a guest reboot a triple fault too: the
+                // registers tell a crash from a requested reboot.
+                crate::logging::debug(&describe(vcpu, format!("vCPU {index}: shutdown exit")));
+                return VmEnd::Reset;
+            }
+            VcpuExit::SystemEvent(..) => return VmEnd::Reset,
             VcpuExit::FailEntry(reason, cpu) => {
                 return VmEnd::Error(describe(
                     vcpu,

@@ -300,6 +300,27 @@ mod tests {
         assert_eq!(lookup(&mut fs, &m, link, "x").0, -libc::ENOTDIR);
     }
 
+    /// FLUSH is refused with ENOSYS, which makes the guest's FUSE stop
+    /// sending it (no_flush): a close(2) costs no round trip.
+    #[test]
+    fn flush_is_declined_so_the_guest_stops_sending_it() {
+        const OP_OPEN: u32 = 14;
+        const OP_FLUSH: u32 = 25;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), b"x").unwrap();
+        let m = mem();
+        let mut fs = Fs::new("t", d.path()).unwrap();
+        init(&mut fs, &m);
+        let (err, node) = lookup(&mut fs, &m, ROOT, "f");
+        assert_eq!(err, 0);
+        let (err, out) = call(&mut fs, &m, &request(OP_OPEN, node, &[0u8; 8]));
+        assert_eq!(err, 0);
+        let mut body = out[0..8].to_vec(); // fh
+        body.extend([0u8; 16]); // unused, padding, lock_owner
+        let (err, _) = call(&mut fs, &m, &request(OP_FLUSH, node, &body));
+        assert_eq!(err, -libc::ENOSYS);
+    }
+
     /// Thousands of random requests (every opcode, random node ids, random
     /// bodies, often with plausible names): no panic, and nothing outside
     /// the root is touched.
