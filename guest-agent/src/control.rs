@@ -144,7 +144,11 @@ impl Agent {
             let req = match dec.next_message::<Request>() {
                 Ok(Some(r)) => r,
                 Ok(None) => match reader.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) => break,
+                    Err(e) => {
+                        (self.say)(&format!("microrun-agent: monitor connection: {e}"));
+                        break;
+                    }
                     Ok(n) => {
                         dec.feed(&buf[..n]);
                         continue;
