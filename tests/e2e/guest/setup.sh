@@ -46,3 +46,13 @@ exec "$real" $debug "$@"
 EOF
 chmod 0755 "$local_dir/wrapper"
 mount --bind "$local_dir/wrapper" /mnt/share/bin/microrun
+
+# KVM in this host (Linux 6.1) switches SVM on in every CPU when the first
+# VM is created and off when the last one goes, each time by an IPI to all
+# CPUs and a wait for them; under TCG such a wait (kvm_destroy_vm) has
+# stalled long enough for the soft-lockup watchdog to take the host down.
+# One idle VM held open for the whole run keeps SVM on: no IPI per VM.
+if ! pgrep -f '^e2e-kvm-hold' >/dev/null; then
+  setsid perl -e '$0 = "e2e-kvm-hold"; open(my $k, "+<", "/dev/kvm") or die "kvm: $!";
+    ioctl($k, 0xAE01, 0) or die "KVM_CREATE_VM: $!"; sleep' </dev/null >/dev/null 2>&1 &
+fi
