@@ -5,6 +5,7 @@ pub mod bus;
 pub mod check;
 pub mod cpuid;
 pub mod devices;
+pub mod guest_streams;
 pub mod image;
 pub mod layout;
 pub mod memory;

@@ -6,6 +6,7 @@
 //! on either side are seen by the other.
 
 use super::devices::console_tail::ConsoleTail;
+use super::guest_streams::GuestStreams;
 use super::image;
 use super::net::{self, Network};
 use super::share::{self, Share};
@@ -65,6 +66,8 @@ pub struct VmSandbox {
     dns_relay: Mutex<Vec<std::net::Ipv4Addr>>,
     /// The end of the guest console, for errors about a guest that died.
     console: ConsoleTail,
+    /// Every process's stdio sockets, ended when the VM ends.
+    streams: GuestStreams,
 }
 
 impl VmSandbox {
@@ -81,6 +84,7 @@ impl VmSandbox {
             network: Mutex::new(None),
             dns_relay: Mutex::new(Vec::new()),
             console: ConsoleTail::default(),
+            streams: GuestStreams::default(),
         }
     }
 
@@ -303,6 +307,7 @@ impl VmSandbox {
             let mut s = self.connect(STDIO_PORT, deadline)?;
             s.write_all(format!("{process} {name}\n").as_bytes())
                 .map_err(fail)?;
+            self.streams.add(process, &s).map_err(fail)?;
             Ok(s)
         };
         let mut out_relays = Vec::new();
@@ -537,7 +542,9 @@ impl Sandbox for VmSandbox {
             on_end: Some({
                 let exits = self.exits.clone();
                 let tail = self.console.clone();
+                let streams = self.streams.clone();
                 Box::new(move |end| {
+                    streams.end_all();
                     if *end != VmEnd::Stopped && !exits.init_exited() {
                         crate::logging::error(&format!(
                             "the VM ended while the container ran: {end:?}{}",
@@ -617,6 +624,7 @@ impl Sandbox for VmSandbox {
             Ok(_) => Ok(id),
             Err(e) => {
                 self.relays.lock().map_err(fail)?.remove(&id);
+                self.streams.remove(id);
                 Err(e)
             }
         }
@@ -629,6 +637,7 @@ impl Sandbox for VmSandbox {
         for r in relays.into_iter().flatten() {
             let _ = r.join();
         }
+        self.streams.remove(process);
         Ok(st)
     }
 

@@ -452,6 +452,26 @@ t_raw_cli_lifecycle() {
 # Docker ≥ 26 moves the veth into the container's namespace between create
 # and start: the interface is hotplugged into the running VM and configured
 # before the workload runs. Here the namespace is given by path (as CNI does).
+# A guest that resets under a running workload (here: reboot(2) from a
+# container in the guest's own pid namespace, with CAP_SYS_BOOT) ends the
+# container at once with what it wrote delivered and a clear error, not a
+# monitor waiting forever for streams the guest will never close.
+t_raw_cli_guest_reset() {
+  local b=/tmp/e2e-reset out rc
+  bundle "$b" '["sh", "-c", "echo before; sleep 1; reboot -f; sleep 100"]'
+  sed -i -e '/^      {$/{N;N;/"type": "pid"/d}' -e 's|"CAP_KILL"|&, "CAP_SYS_BOOT"|' "$b/config.json"
+  if grep -q '"type": "pid"' "$b/config.json"; then echo "pid namespace still in the spec"; return 1; fi
+  "$MR" delete --force e2e-reset 2>/dev/null || true
+  out=$(timeout -k 5 120 "$MR" run --bundle "$b" e2e-reset 2>/tmp/e2e-reset.err) && rc=0 || rc=$?
+  cat /tmp/e2e-reset.err
+  echo "exit $rc"
+  expect_eq "$out" "before"
+  test "$rc" -ne 124 && test "$rc" -ne 0
+  grep -q "the VM ended while the container ran: Reset" /tmp/e2e-reset.err
+  "$MR" delete --force e2e-reset 2>/dev/null || true
+  fails pgrep -f "[m]onitor --bundle $b"
+}
+
 t_raw_cli_late_interface() {
   local b=/tmp/e2e-late
   bundle "$b" '["sh", "/probe.sh"]'
@@ -578,6 +598,7 @@ scenario docker-network-sigkill t_docker_network_sigkill
 scenario docker-network-none t_docker_network_none
 scenario docker-network-dns t_docker_network_dns
 scenario raw-cli-late-interface t_raw_cli_late_interface
+scenario raw-cli-guest-reset t_raw_cli_guest_reset
 scenario raw-cli-run t_raw_cli_run
 scenario raw-cli-lifecycle t_raw_cli_lifecycle
 scenario raw-cli-signals t_raw_cli_signals
