@@ -12,6 +12,7 @@
 //!   served from memory by index, as libfuse's high-level API does; beyond
 //!   a memory budget it falls back to the passthrough's positional reads.
 
+use super::keep_cache::Stamps;
 use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64, CreateIn};
 use fuse_backend_rs::api::filesystem::{
     Context, DirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply, OpenOptions,
@@ -70,6 +71,7 @@ impl Listings {
 pub struct SharedFs {
     inner: PassthroughFs,
     listings: Mutex<Listings>,
+    stamps: Stamps,
 }
 
 impl SharedFs {
@@ -77,6 +79,7 @@ impl SharedFs {
         SharedFs {
             inner,
             listings: Mutex::new(Listings::default()),
+            stamps: Stamps::default(),
         }
     }
 
@@ -183,6 +186,22 @@ impl FileSystem for SharedFs {
         Err(io::Error::from_raw_os_error(libc::ENOSYS))
     }
 
+    fn open(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+        fuse_flags: u32,
+    ) -> io::Result<(Option<Handle>, OpenOptions, Option<u32>)> {
+        let (handle, mut opts, passthrough) = self.inner.open(ctx, inode, flags, fuse_flags)?;
+        if let Ok((st, _)) = self.inner.getattr(ctx, inode, handle) {
+            if self.stamps.unchanged_since_noted(inode, &st) {
+                opts |= OpenOptions::KEEP_CACHE;
+            }
+        }
+        Ok((handle, opts, passthrough))
+    }
+
     fn releasedir(
         &self,
         ctx: &Context,
@@ -287,8 +306,6 @@ impl FileSystem for SharedFs {
         fn mkdir(&self, ctx: &Context, parent: Inode, name: &CStr, mode: u32, umask: u32)
             -> io::Result<Entry>;
         fn rmdir(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()>;
-        fn open(&self, ctx: &Context, inode: Inode, flags: u32, fuse_flags: u32)
-            -> io::Result<(Option<Handle>, OpenOptions, Option<u32>)>;
         fn release(&self, ctx: &Context, inode: Inode, flags: u32, handle: Handle, flush: bool,
             flock_release: bool, lock_owner: Option<u64>) -> io::Result<()>;
         fn create(&self, ctx: &Context, parent: Inode, name: &CStr, args: CreateIn)

@@ -9,6 +9,7 @@
 //! where read-only binds are enforced by the host kernel.
 
 mod backend;
+mod keep_cache;
 
 use super::{read_config_bytes, DeviceError, VirtioDevice, TYPE_FS, VIRTIO_F_VERSION_1};
 use crate::vmm::memory::Memory;
@@ -319,6 +320,32 @@ mod tests {
         body.extend([0u8; 16]); // unused, padding, lock_owner
         let (err, _) = call(&mut fs, &m, &request(OP_FLUSH, node, &body));
         assert_eq!(err, -libc::ENOSYS);
+    }
+
+    /// A file unchanged since its last open keeps the guest's cached pages
+    /// (FOPEN_KEEP_CACHE); one changed on the host in between does not.
+    #[test]
+    fn reopening_an_unchanged_file_keeps_the_guest_cache() {
+        const OP_OPEN: u32 = 14;
+        const KEEP_CACHE: u32 = 2;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("f");
+        std::fs::write(&path, b"one").unwrap();
+        let m = mem();
+        let mut fs = Fs::new("t", d.path()).unwrap();
+        init(&mut fs, &m);
+        let (_, node) = lookup(&mut fs, &m, ROOT, "f");
+        let mut open = || {
+            let (err, out) = call(&mut fs, &m, &request(OP_OPEN, node, &[0u8; 8]));
+            assert_eq!(err, 0);
+            u32_at(&out, 8) & KEEP_CACHE != 0
+        };
+        assert!(!open(), "first open");
+        assert!(open(), "unchanged");
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&path, b"two").unwrap();
+        assert!(!open(), "changed on the host, same size");
+        assert!(open());
     }
 
     /// Thousands of random requests (every opcode, random node ids, random
