@@ -1,5 +1,5 @@
-//! The host ends of every process's stdio streams to the guest, so that a
-//! VM that dies can end them all.
+//! The host ends of every process's stdio streams to the guest, and the
+//! relays that copy its output, so that a VM that dies can end them all.
 //!
 //! A process's exit is reported only after its stdout and stderr relays
 //! have delivered everything, and they end when the guest closes its side.
@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 #[derive(Clone, Default)]
 pub struct GuestStreams {
@@ -21,8 +22,15 @@ pub struct GuestStreams {
 
 #[derive(Default)]
 struct Inner {
-    by_process: HashMap<ProcessId, Vec<UnixStream>>,
+    by_process: HashMap<ProcessId, Process>,
     ended: bool,
+}
+
+#[derive(Default)]
+struct Process {
+    sockets: Vec<UnixStream>,
+    /// Output relays, joined before the process's exit is reported.
+    relays: Vec<JoinHandle<()>>,
 }
 
 impl GuestStreams {
@@ -34,12 +42,35 @@ impl GuestStreams {
         if g.ended {
             let _ = s.shutdown(Shutdown::Both);
         }
-        g.by_process.entry(process).or_default().push(s);
+        g.by_process.entry(process).or_default().sockets.push(s);
         Ok(())
     }
 
-    /// The process is done with its streams.
-    pub fn remove(&self, process: ProcessId) {
+    /// The relays copying `process`'s output.
+    pub fn set_relays(&self, process: ProcessId, relays: Vec<JoinHandle<()>>) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.by_process.entry(process).or_default().relays = relays;
+    }
+
+    /// Waits until `process`'s output is delivered, then lets its streams
+    /// go. The sockets stay registered meanwhile, so a VM that ends during
+    /// the wait still ends them.
+    pub fn finish(&self, process: ProcessId) {
+        let relays = {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            g.by_process
+                .get_mut(&process)
+                .map(|p| std::mem::take(&mut p.relays))
+                .unwrap_or_default()
+        };
+        for r in relays {
+            let _ = r.join();
+        }
+        self.forget(process);
+    }
+
+    /// Drops `process`'s streams and relays without waiting.
+    pub fn forget(&self, process: ProcessId) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.by_process.remove(&process);
     }
@@ -48,7 +79,7 @@ impl GuestStreams {
     pub fn end_all(&self) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.ended = true;
-        for s in g.by_process.values().flatten() {
+        for s in g.by_process.values().flat_map(|p| &p.sockets) {
             let _ = s.shutdown(Shutdown::Both);
         }
     }
@@ -72,10 +103,17 @@ mod tests {
         guest.write_all(b"last words").unwrap();
         std::thread::sleep(Duration::from_millis(100));
         assert!(!relay.is_finished(), "the relay waits for the guest");
-        streams.end_all();
+        streams.set_relays(1, vec![relay]);
+        let waiter = streams.clone();
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(relay.join().is_ok()));
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+        std::thread::spawn(move || {
+            waiter.finish(1);
+            tx.send(())
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        streams.end_all();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(()));
+        assert!(streams.inner.lock().unwrap().by_process.is_empty());
         let mut got = Vec::new();
         out_r.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"last words");
@@ -90,7 +128,7 @@ mod tests {
         streams.add(2, &host).unwrap();
         let mut b = [0u8; 1];
         assert_eq!((&host).read(&mut b).unwrap(), 0);
-        streams.remove(2);
+        streams.forget(2);
         assert!(streams.inner.lock().unwrap().by_process.is_empty());
     }
 }

@@ -31,7 +31,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Guest memory when the spec sets no limit; added on top of a limit for the agent.
@@ -55,8 +54,6 @@ pub struct VmSandbox {
     replies: Mutex<Option<Receiver<Reply>>>,
     /// Process exits, set by the reader thread.
     exits: Arc<Exits>,
-    /// Each process's output relays, joined before its exit is reported.
-    relays: Mutex<HashMap<ProcessId, Vec<JoinHandle<()>>>>,
     next_exec: AtomicU32,
     /// What the virtio-fs device serves, built at boot.
     share: Mutex<Option<Share>>,
@@ -66,7 +63,8 @@ pub struct VmSandbox {
     dns_relay: Mutex<Vec<std::net::Ipv4Addr>>,
     /// The end of the guest console, for errors about a guest that died.
     console: ConsoleTail,
-    /// Every process's stdio sockets, ended when the VM ends.
+    /// Every process's stdio sockets and output relays; the sockets are
+    /// ended when the VM ends.
     streams: GuestStreams,
 }
 
@@ -78,7 +76,6 @@ impl VmSandbox {
             ctl: Mutex::new(None),
             replies: Mutex::new(None),
             exits: Arc::new(Exits::default()),
-            relays: Mutex::new(HashMap::new()),
             next_exec: AtomicU32::new(1),
             share: Mutex::new(None),
             network: Mutex::new(None),
@@ -336,10 +333,7 @@ impl VmSandbox {
                 out_relays.push(relay::spawn(tty, w, drop));
             }
         }
-        self.relays
-            .lock()
-            .map_err(fail)?
-            .insert(process, out_relays);
+        self.streams.set_relays(process, out_relays);
         Ok(())
     }
 
@@ -623,8 +617,7 @@ impl Sandbox for VmSandbox {
         match self.call(&req) {
             Ok(_) => Ok(id),
             Err(e) => {
-                self.relays.lock().map_err(fail)?.remove(&id);
-                self.streams.remove(id);
+                self.streams.forget(id);
                 Err(e)
             }
         }
@@ -633,11 +626,7 @@ impl Sandbox for VmSandbox {
     fn wait(&self, process: ProcessId) -> Result<ExitStatus, SandboxError> {
         let st = self.exits.wait(process)?;
         // Exit status only after stdout and stderr are fully delivered.
-        let relays = self.relays.lock().map_err(fail)?.remove(&process);
-        for r in relays.into_iter().flatten() {
-            let _ = r.join();
-        }
-        self.streams.remove(process);
+        self.streams.finish(process);
         Ok(st)
     }
 

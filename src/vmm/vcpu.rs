@@ -217,7 +217,9 @@ pub fn run(vcpu: &mut VcpuFd, index: u8, pio: &Bus, mmio: &Bus, ctl: &Control) -
             VcpuExit::Shutdown => {
                 // reboot=t makes a guest reboot a triple fault too: the
                 // registers tell a crash from a requested reboot.
-                crate::logging::debug(&describe(vcpu, format!("vCPU {index}: shutdown exit")));
+                if crate::logging::debug_enabled() {
+                    crate::logging::debug(&describe(vcpu, format!("vCPU {index}: shutdown exit")));
+                }
                 return VmEnd::Reset;
             }
             VcpuExit::SystemEvent(..) => return VmEnd::Reset,

@@ -250,6 +250,26 @@ mod tests {
         assert_eq!(std::fs::read_dir(d.path().join("d")).unwrap().count(), 0);
     }
 
+    const OP_OPEN: u32 = 14;
+
+    /// An OPEN of `node` that must succeed; returns (fh, open_flags).
+    fn open(fs: &mut Fs, m: &Memory, node: u64) -> (u64, u32) {
+        let (err, out) = call(fs, m, &request(OP_OPEN, node, &[0u8; 8]));
+        assert_eq!(err, 0);
+        (u64_at(&out, 0), u32_at(&out, 8))
+    }
+
+    /// A device serving a directory that holds the file `f` with `data`,
+    /// initialised; returns it with f's node id.
+    fn with_file(d: &Path, m: &Memory, data: &[u8]) -> (Fs, u64) {
+        std::fs::write(d.join("f"), data).unwrap();
+        let mut fs = Fs::new("t", d).unwrap();
+        init(&mut fs, m);
+        let (err, node) = lookup(&mut fs, m, ROOT, "f");
+        assert_eq!(err, 0);
+        (fs, node)
+    }
+
     fn lookup(fs: &mut Fs, m: &Memory, parent: u64, name: &str) -> (i32, u64) {
         let mut body = name.as_bytes().to_vec();
         body.push(0);
@@ -305,18 +325,12 @@ mod tests {
     /// sending it (no_flush): a close(2) costs no round trip.
     #[test]
     fn flush_is_declined_so_the_guest_stops_sending_it() {
-        const OP_OPEN: u32 = 14;
         const OP_FLUSH: u32 = 25;
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("f"), b"x").unwrap();
         let m = mem();
-        let mut fs = Fs::new("t", d.path()).unwrap();
-        init(&mut fs, &m);
-        let (err, node) = lookup(&mut fs, &m, ROOT, "f");
-        assert_eq!(err, 0);
-        let (err, out) = call(&mut fs, &m, &request(OP_OPEN, node, &[0u8; 8]));
-        assert_eq!(err, 0);
-        let mut body = out[0..8].to_vec(); // fh
+        let (mut fs, node) = with_file(d.path(), &m, b"x");
+        let (fh, _) = open(&mut fs, &m, node);
+        let mut body = fh.to_le_bytes().to_vec();
         body.extend([0u8; 16]); // unused, padding, lock_owner
         let (err, _) = call(&mut fs, &m, &request(OP_FLUSH, node, &body));
         assert_eq!(err, -libc::ENOSYS);
@@ -326,26 +340,17 @@ mod tests {
     /// (FOPEN_KEEP_CACHE); one changed on the host in between does not.
     #[test]
     fn reopening_an_unchanged_file_keeps_the_guest_cache() {
-        const OP_OPEN: u32 = 14;
         const KEEP_CACHE: u32 = 2;
         let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("f");
-        std::fs::write(&path, b"one").unwrap();
         let m = mem();
-        let mut fs = Fs::new("t", d.path()).unwrap();
-        init(&mut fs, &m);
-        let (_, node) = lookup(&mut fs, &m, ROOT, "f");
-        let mut open = || {
-            let (err, out) = call(&mut fs, &m, &request(OP_OPEN, node, &[0u8; 8]));
-            assert_eq!(err, 0);
-            u32_at(&out, 8) & KEEP_CACHE != 0
-        };
-        assert!(!open(), "first open");
-        assert!(open(), "unchanged");
+        let (mut fs, node) = with_file(d.path(), &m, b"one");
+        let mut keeps = || open(&mut fs, &m, node).1 & KEEP_CACHE != 0;
+        assert!(!keeps(), "first open");
+        assert!(keeps(), "unchanged");
         std::thread::sleep(Duration::from_millis(20));
-        std::fs::write(&path, b"two").unwrap();
-        assert!(!open(), "changed on the host, same size");
-        assert!(open());
+        std::fs::write(d.path().join("f"), b"two").unwrap();
+        assert!(!keeps(), "changed on the host, same size");
+        assert!(keeps());
     }
 
     /// Thousands of random requests (every opcode, random node ids, random
