@@ -251,19 +251,6 @@ fn devices(root: &Path, spec: &Spec) -> Result<(), InitError> {
             minor_major.1,
         )?;
     }
-    for (name, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-        ("ptmx", "pts/ptmx"),
-    ] {
-        let p = dev.join(name);
-        if std::fs::symlink_metadata(&p).is_err() {
-            symlink(target, &p)
-                .map_err(|e| InitError::io(format!("symlink {}", p.display()), e))?;
-        }
-    }
     let extra = spec
         .linux()
         .as_ref()
@@ -289,6 +276,24 @@ fn devices(root: &Path, spec: &Spec) -> Result<(), InitError> {
         let p = cpath(&path)?;
         // SAFETY: a valid path and ids.
         unsafe { libc::chown(p.as_ptr(), d.uid().unwrap_or(0), d.gid().unwrap_or(0)) };
+    }
+    // After the spec's devices, as runc does: a privileged container's
+    // list has the host's /dev/ptmx, and the pts one must win.
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        let p = dev.join(name);
+        if name == "ptmx" {
+            let _ = std::fs::remove_file(&p);
+        }
+        if std::fs::symlink_metadata(&p).is_err() {
+            symlink(target, &p)
+                .map_err(|e| InitError::io(format!("symlink {}", p.display()), e))?;
+        }
     }
     Ok(())
 }

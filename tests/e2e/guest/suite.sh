@@ -123,6 +123,15 @@ t_docker_inside() {
   parity local/busybox sh -c 'unshare -U true 2>/dev/null && echo allowed || echo refused'
 }
 
+# --privileged: the spec lists the host's devices (its /dev/ptmx among
+# them), every capability, no seccomp, writable /sys and /proc/sys.
+t_docker_privileged() {
+  parity --privileged local/busybox sh -c 'grep -E "^(CapEff|Seccomp:)" /proc/self/status; readlink /dev/ptmx
+    grep -E " /sys | /proc/sys " /proc/self/mounts | cut -d" " -f2,4 | cut -d, -f1
+    (echo 1 > /proc/sys/kernel/domainname) 2>/dev/null && echo writable; test -c /dev/null && echo null'
+  expect_eq "$(in_terminal 'docker run --rm -t --privileged --runtime microrun local/busybox tty')" "/dev/pts/0"
+}
+
 # kill through docker: SIGKILL gives 137; an exec'd process has its own exit code.
 t_docker_kill_and_exec() {
   local c
@@ -581,6 +590,7 @@ scenario docker-stdio t_docker_stdio
 scenario bulk-output t_bulk_output
 scenario docker-inside t_docker_inside
 scenario docker-kill-and-exec t_docker_kill_and_exec
+scenario docker-privileged t_docker_privileged
 scenario docker-tty t_docker_tty
 scenario docker-exec-tty-size t_docker_exec_tty_size
 scenario docker-lifecycle t_docker_lifecycle
