@@ -51,7 +51,7 @@ fn long_mode_guest_writes_serial_and_resets() {
         disks: vec![],
         rng: false,
         vsock: None,
-        fs: None,
+        fs: Vec::new(),
         nets: vec![],
         on_end: Some(Box::new(move |end| {
             let _ = told_tx.send(end.clone());
@@ -87,7 +87,7 @@ fn a_guest_that_spins_can_be_paused_and_stopped() {
         disks: vec![],
         rng: false,
         vsock: None,
-        fs: None,
+        fs: Vec::new(),
         nets: vec![],
         on_end: None,
     })
@@ -131,7 +131,7 @@ fn mmio_reads_and_writes_reach_the_virtio_transport() {
         disks: vec![],
         rng: true,
         vsock: None,
-        fs: None,
+        fs: Vec::new(),
         nets: vec![],
         on_end: None,
     })

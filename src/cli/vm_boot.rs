@@ -3,6 +3,7 @@
 //! stdout, or to --console FILE.
 
 use super::{CliError, Ctx, Result};
+use crate::vmm::devices::virtio::fs::Caching;
 use crate::vmm::vcpu::VmEnd;
 use crate::vmm::vm::{DiskConfig, Vm, VmConfig};
 use std::path::PathBuf;
@@ -79,12 +80,11 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<i32> {
         rng: args.rng,
         vsock: args.vsock.clone(),
         fs: match &args.share {
-            Some(s) => Some(
-                s.split_once('=')
-                    .map(|(tag, dir)| (tag.to_string(), PathBuf::from(dir)))
-                    .ok_or_else(|| CliError::Msg(format!("--share {s:?}: expected TAG=DIR")))?,
-            ),
-            None => None,
+            Some(s) => vec![s
+                .split_once('=')
+                .map(|(tag, dir)| (tag.to_string(), PathBuf::from(dir), Caching::Shared))
+                .ok_or_else(|| CliError::Msg(format!("--share {s:?}: expected TAG=DIR")))?],
+            None => Vec::new(),
         },
         nets: vec![],
         on_end: None,

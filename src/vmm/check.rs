@@ -122,7 +122,7 @@ pub fn probe_user_space() -> Result<(), CheckError> {
         disks: vec![],
         rng: false,
         vsock: None,
-        fs: None,
+        fs: Vec::new(),
         nets: vec![],
         on_end: None,
     })

@@ -6,6 +6,7 @@
 //! on either side are seen by the other.
 
 use super::devices::console_tail::ConsoleTail;
+use super::devices::virtio::fs::Caching;
 use super::guest_streams::GuestStreams;
 use super::image;
 use super::net::{self, Network};
@@ -27,7 +28,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
@@ -212,8 +213,23 @@ impl VmSandbox {
         Ok(root)
     }
 
-    /// What the agent mounts before the container: the share, and the
-    /// block root (the first disk, /dev/vda) when there is one.
+    /// The virtio-fs devices: the share, and the rootfs over its place in
+    /// it when the rootfs is shared.
+    fn fs_devices(&self, share: &Path) -> Vec<(String, PathBuf, Caching)> {
+        let mut fs = vec![(share::TAG.to_string(), share.to_path_buf(), Caching::Shared)];
+        if !self.has_block_root() {
+            fs.push((
+                share::ROOT_TAG.to_string(),
+                Share::host_rootfs(share),
+                Caching::Private,
+            ));
+        }
+        fs
+    }
+
+    /// What the agent mounts before the container: the share (and the
+    /// rootfs's own device over its place), or the block root (the first
+    /// disk, /dev/vda) when there is one.
     fn guest_mounts(&self) -> Vec<GuestMount> {
         let mut guest = vec![GuestMount {
             source: share::TAG.into(),
@@ -221,6 +237,14 @@ impl VmSandbox {
             fstype: "virtiofs".into(),
             read_only: false,
         }];
+        if !self.has_block_root() {
+            guest.push(GuestMount {
+                source: share::ROOT_TAG.into(),
+                target: Share::guest_rootfs(),
+                fstype: "virtiofs".into(),
+                read_only: false,
+            });
+        }
         if self.has_block_root() {
             guest.push(GuestMount {
                 source: "/dev/vda".into(),
@@ -529,7 +553,7 @@ impl Sandbox for VmSandbox {
                 .collect(),
             rng: true,
             vsock: Some(self.vsock_path()),
-            fs: Some((share::TAG.to_string(), share)),
+            fs: self.fs_devices(&share),
             nets,
             // A VM that ends without the agent reporting the init's exit
             // (guest crash, reset) still ends the container.

@@ -15,6 +15,9 @@ use thiserror::Error;
 /// The guest mounts the share under this tag at this path.
 pub const TAG: &str = "microrun";
 pub const GUEST_PATH: &str = "/run/microrun/share";
+/// The rootfs has a device of its own (it is cached longer, being the
+/// container's own), mounted over its place in the share.
+pub const ROOT_TAG: &str = "microrun-root";
 const ROOTFS: &str = "rootfs";
 
 #[derive(Debug, Error)]
@@ -50,6 +53,11 @@ pub struct Share {
 impl Share {
     pub fn guest_rootfs() -> String {
         format!("{GUEST_PATH}/{ROOTFS}")
+    }
+
+    /// Where the rootfs is in the share on the host (when it is shared).
+    pub fn host_rootfs(root: &Path) -> PathBuf {
+        root.join(ROOTFS)
     }
 
     /// Makes a read-only root read-only on the host. Until now the guest

@@ -4,7 +4,7 @@
 use super::boot::{self, BootError};
 use super::bus::Bus;
 use super::devices::virtio::blk::Block;
-use super::devices::virtio::fs::Fs;
+use super::devices::virtio::fs::{Caching, Fs};
 use super::devices::virtio::mmio::{MmioTransport, REG_QUEUE_NOTIFY};
 use super::devices::virtio::net::Net;
 use super::devices::virtio::rng::Rng;
@@ -80,8 +80,8 @@ pub struct VmConfig {
     pub rng: bool,
     /// Host unix socket of the virtio-vsock device (guest CID 3), if any.
     pub vsock: Option<PathBuf>,
-    /// A virtio-fs device: (tag, host directory it serves).
-    pub fs: Option<(String, PathBuf)>,
+    /// virtio-fs devices: (tag, host directory it serves, its caching).
+    pub fs: Vec<(String, PathBuf, Caching)>,
     /// virtio-net devices, in order (the guest's eth0, eth1, ...).
     pub nets: Vec<NetConfig>,
     /// Called once, from a thread of the VM's, when the VM ends by itself
@@ -170,8 +170,8 @@ impl Vm {
             })?;
             virtio.push(Box::new(v));
         }
-        if let Some((tag, dir)) = &cfg.fs {
-            let fs = Fs::new(tag, dir).map_err(|source| VmError::Io {
+        for (tag, dir, caching) in &cfg.fs {
+            let fs = Fs::new(tag, dir, *caching).map_err(|source| VmError::Io {
                 what: "virtio-fs share",
                 source,
             })?;

@@ -47,6 +47,18 @@ EOF
 chmod 0755 "$local_dir/wrapper"
 mount --bind "$local_dir/wrapper" /mnt/share/bin/microrun
 
+# khugepaged collapsing a microVM's guest memory into huge pages flushes
+# TLBs by IPI; a CPU of this emulated host that is running the guest then
+# has not answered it (TCG nested SVM), and the host died in a soft lockup
+# (collapse_huge_page -> smp_call_function). Huge pages stay where a fault
+# finds one free (no compaction, which moves pages the same way); nothing
+# collapses them later. (Without huge pages at all, guest memory costs
+# more nested page faults: 64 MiB writes took 2-3x as long.)
+thp=/sys/kernel/mm/transparent_hugepage
+echo never > $thp/defrag
+echo 86400000 > $thp/khugepaged/scan_sleep_millisecs
+echo 86400000 > $thp/khugepaged/alloc_sleep_millisecs
+
 # KVM in this host (Linux 6.1) switches SVM on in every CPU when the first
 # VM is created and off when the last one goes, each time by an IPI to all
 # CPUs and a wait for them; under TCG such a wait (kvm_destroy_vm) has

@@ -197,6 +197,26 @@ t_docker_volumes() {
   rm -rf "$d"
 }
 
+# The rootfs is the container's own and cached longer (10 s): what the
+# container writes it reads back (in the same file and after a reopen);
+# docker cp into a running container shows at once for a name not looked
+# up yet, and within the cache time for a file the container had seen.
+t_docker_rootfs_cache() {
+  local c
+  c=$(docker run -d --runtime microrun local/busybox sh -c 'echo v1 > /seen; sleep 300')
+  expect_eq "$(docker exec "$c" sh -c 'cat /seen; ls /absent 2>/dev/null || echo absent')" "$(printf 'v1\nabsent')"
+  echo fresh > /tmp/e2e-cp-new; echo v2-longer > /tmp/e2e-cp-seen
+  docker cp /tmp/e2e-cp-new "$c:/new"
+  docker cp /tmp/e2e-cp-seen "$c:/seen"
+  docker cp /tmp/e2e-cp-new "$c:/absent"
+  expect_eq "$(docker exec "$c" cat /new)" "fresh"
+  sleep 11
+  expect_eq "$(docker exec "$c" sh -c 'cat /seen /absent')" "$(printf 'v2-longer\nfresh')"
+  expect_eq "$(docker exec "$c" sh -c 'dd if=/dev/urandom of=/w bs=1M count=8 2>/dev/null; a=$(md5sum < /w); b=$(md5sum < /w); [ "$a" = "$b" ] && echo same')" "same"
+  docker rm -f "$c" >/dev/null
+  rm -f /tmp/e2e-cp-new /tmp/e2e-cp-seen
+}
+
 # virtio-fs volumes are live both ways: the host sees the container's
 # writes, the container sees the host's while it runs; owners, large files
 # and many small files come through.
@@ -596,6 +616,7 @@ scenario docker-exec-tty-size t_docker_exec_tty_size
 scenario docker-lifecycle t_docker_lifecycle
 scenario docker-volumes t_docker_volumes
 scenario docker-volume-live t_docker_volume_live
+scenario docker-rootfs-cache t_docker_rootfs_cache
 scenario docker-volume-rm-rf t_docker_volume_rm_rf
 scenario docker-readonly-host-side t_docker_readonly_host_side
 scenario docker-etc-files t_docker_etc_files

@@ -13,6 +13,7 @@
 //!   a memory budget it falls back to the passthrough's positional reads.
 
 use super::keep_cache::Stamps;
+use super::Caching;
 use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64, CreateIn};
 use fuse_backend_rs::api::filesystem::{
     Context, DirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply, OpenOptions,
@@ -72,14 +73,16 @@ pub struct SharedFs {
     inner: PassthroughFs,
     listings: Mutex<Listings>,
     stamps: Stamps,
+    caching: Caching,
 }
 
 impl SharedFs {
-    pub fn new(inner: PassthroughFs) -> SharedFs {
+    pub fn new(inner: PassthroughFs, caching: Caching) -> SharedFs {
         SharedFs {
             inner,
             listings: Mutex::new(Listings::default()),
             stamps: Stamps::default(),
+            caching,
         }
     }
 
@@ -202,6 +205,54 @@ impl FileSystem for SharedFs {
         Ok((handle, opts, passthrough))
     }
 
+    /// In the container's own tree an absent name is remembered by the
+    /// guest too (a negative entry): PATH and library searches, and the
+    /// lookup before every create, ask the host once per name instead of
+    /// every time.
+    fn lookup(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<Entry> {
+        match self.inner.lookup(ctx, parent, name) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENOENT) && self.caching == Caching::Private =>
+            {
+                Ok(Entry {
+                    inode: 0,
+                    generation: 0,
+                    // SAFETY: stat64 is plain old data; all zeroes is valid.
+                    attr: unsafe { std::mem::zeroed() },
+                    attr_flags: 0,
+                    attr_timeout: Duration::ZERO,
+                    entry_timeout: self.caching.timeout(),
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// In the container's own tree what the guest wrote is what it has
+    /// cached: noting the stamp at release keeps its pages at the next open
+    /// (a file written then read back is not read over FUSE again). Only
+    /// there: elsewhere a host change made while the guest had the file open
+    /// would pass for the guest's own.
+    #[allow(clippy::too_many_arguments)]
+    fn release(
+        &self,
+        ctx: &Context,
+        inode: Inode,
+        flags: u32,
+        handle: Handle,
+        flush: bool,
+        flock_release: bool,
+        lock_owner: Option<u64>,
+    ) -> io::Result<()> {
+        if self.caching == Caching::Private {
+            if let Ok((st, _)) = self.inner.getattr(ctx, inode, Some(handle)) {
+                self.stamps.note(inode, &st);
+            }
+        }
+        self.inner
+            .release(ctx, inode, flags, handle, flush, flock_release, lock_owner)
+    }
+
     fn releasedir(
         &self,
         ctx: &Context,
@@ -298,7 +349,6 @@ impl FileSystem for SharedFs {
     forward! {
         fn destroy(&self);
         fn statfs(&self, ctx: &Context, inode: Inode) -> io::Result<statvfs64>;
-        fn lookup(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<Entry>;
         fn forget(&self, ctx: &Context, inode: Inode, count: u64);
         fn batch_forget(&self, ctx: &Context, requests: Vec<(Inode, u64)>);
         fn opendir(&self, ctx: &Context, inode: Inode, flags: u32)
@@ -306,8 +356,6 @@ impl FileSystem for SharedFs {
         fn mkdir(&self, ctx: &Context, parent: Inode, name: &CStr, mode: u32, umask: u32)
             -> io::Result<Entry>;
         fn rmdir(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()>;
-        fn release(&self, ctx: &Context, inode: Inode, flags: u32, handle: Handle, flush: bool,
-            flock_release: bool, lock_owner: Option<u64>) -> io::Result<()>;
         fn create(&self, ctx: &Context, parent: Inode, name: &CStr, args: CreateIn)
             -> io::Result<(Entry, Option<Handle>, OpenOptions, Option<u32>)>;
         fn unlink(&self, ctx: &Context, parent: Inode, name: &CStr) -> io::Result<()>;

@@ -8,9 +8,10 @@
 //! that finds the stamp of the previous one lets the guest keep its pages,
 //! since everything it cached since that open was read from the file as it
 //! still is. Any change in between, the guest's own writes included, moves
-//! ctime, and the guest drops its pages as before. (Not noted at release:
-//! a host change while the guest had the file open would be taken for the
-//! guest's own and leave stale pages.) The one blind spot is the
+//! ctime, and the guest drops its pages as before. (In a shared tree not
+//! noted at release: a host change while the guest had the file open would
+//! be taken for the guest's own and leave stale pages. The container's own
+//! rootfs notes it at release too, see `Caching::Private`.) The one blind spot is the
 //! timestamp granularity of the host file system: a change of the same
 //! size within the same clock tick as the previous one is not seen, as
 //! with any mtime-based cache (NFS without change attributes).
@@ -58,6 +59,12 @@ impl Stamps {
         same
     }
 
+    /// Notes `inode`'s stamp outside an open (see `SharedFs::release`).
+    pub fn note(&self, inode: u64, st: &stat64) {
+        let mut m = self.by_inode.lock().unwrap_or_else(|p| p.into_inner());
+        Self::put(&mut m, inode, Stamp::of(st));
+    }
+
     fn put(m: &mut HashMap<u64, Stamp>, inode: u64, s: Stamp) {
         if m.len() >= MAX_ENTRIES && !m.contains_key(&inode) {
             m.clear();
@@ -89,6 +96,15 @@ mod tests {
         assert!(s.unchanged_since_noted(1, &st(20, 101)));
         assert!(!s.unchanged_since_noted(1, &st(20, 102)));
         assert!(!s.unchanged_since_noted(2, &st(20, 102)), "another inode");
+    }
+
+    #[test]
+    fn a_stamp_noted_at_release_keeps_the_pages() {
+        let s = Stamps::default();
+        assert!(!s.unchanged_since_noted(1, &st(10, 100)));
+        // The guest wrote (ctime moved) and released the file.
+        s.note(1, &st(20, 101));
+        assert!(s.unchanged_since_noted(1, &st(20, 101)));
     }
 
     #[test]

@@ -26,9 +26,25 @@ use virtio_queue::{Queue, QueueT};
 /// Room for a few 1 MiB requests (one page per descriptor) at once.
 const QUEUE_SIZE: u16 = 1024;
 const TAG_LEN: usize = 36;
-/// Lookups and attributes are cached this long in the guest: host-side
-/// changes to a volume show within this time (the "auto" policy).
-const CACHE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the guest may trust what it was told of a tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caching {
+    /// A tree the host changes while the container runs (volumes, docker's
+    /// /etc files): lookups and attributes for 1 s (the "auto" policy).
+    Shared,
+    /// The container's own tree (its rootfs): lookups, attributes and
+    /// absent names for 10 s, and the guest's own writes keep its pages.
+    Private,
+}
+
+impl Caching {
+    pub fn timeout(self) -> Duration {
+        match self {
+            Caching::Shared => Duration::from_secs(1),
+            Caching::Private => Duration::from_secs(10),
+        }
+    }
+}
 
 pub struct Fs {
     server: Server<Arc<SharedFs>>,
@@ -36,7 +52,7 @@ pub struct Fs {
 }
 
 impl Fs {
-    pub fn new(tag: &str, root: &Path) -> std::io::Result<Fs> {
+    pub fn new(tag: &str, root: &Path, caching: Caching) -> std::io::Result<Fs> {
         if tag.is_empty() || tag.len() > TAG_LEN {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -50,8 +66,8 @@ impl Fs {
         let fs = PassthroughFs::new(Config {
             root_dir,
             cache_policy: CachePolicy::Auto,
-            entry_timeout: CACHE_TIMEOUT,
-            attr_timeout: CACHE_TIMEOUT,
+            entry_timeout: caching.timeout(),
+            attr_timeout: caching.timeout(),
             xattr: true,
             do_import: true,
             writeback: false,
@@ -65,7 +81,7 @@ impl Fs {
         config[..tag.len()].copy_from_slice(tag.as_bytes());
         config[TAG_LEN..].copy_from_slice(&1u32.to_le_bytes());
         Ok(Fs {
-            server: Server::new(Arc::new(SharedFs::new(fs))),
+            server: Server::new(Arc::new(SharedFs::new(fs, caching))),
             config,
         })
     }
@@ -185,7 +201,7 @@ mod tests {
         const MAX_PAGES: u32 = 0x40_0000;
         let d = tempfile::tempdir().unwrap();
         let m = mem();
-        let mut fs = Fs::new("t", d.path()).unwrap();
+        let mut fs = Fs::new("t", d.path(), Caching::Shared).unwrap();
         let out = init_with(&mut fs, &m, BIG_WRITES | MAX_PAGES);
         assert_eq!(
             u32_at(&out, 12) & (BIG_WRITES | MAX_PAGES),
@@ -215,7 +231,7 @@ mod tests {
             std::fs::write(d.path().join(format!("d/file-{i:04}")), b"").unwrap();
         }
         let m = mem();
-        let mut fs = Fs::new("t", d.path()).unwrap();
+        let mut fs = Fs::new("t", d.path(), Caching::Shared).unwrap();
         init(&mut fs, &m);
         let (err, dir) = lookup(&mut fs, &m, ROOT, "d");
         assert_eq!(err, 0);
@@ -262,8 +278,12 @@ mod tests {
     /// A device serving a directory that holds the file `f` with `data`,
     /// initialised; returns it with f's node id.
     fn with_file(d: &Path, m: &Memory, data: &[u8]) -> (Fs, u64) {
+        with_file_cached(d, m, data, Caching::Shared)
+    }
+
+    fn with_file_cached(d: &Path, m: &Memory, data: &[u8], caching: Caching) -> (Fs, u64) {
         std::fs::write(d.join("f"), data).unwrap();
-        let mut fs = Fs::new("t", d).unwrap();
+        let mut fs = Fs::new("t", d, caching).unwrap();
         init(&mut fs, m);
         let (err, node) = lookup(&mut fs, m, ROOT, "f");
         assert_eq!(err, 0);
@@ -284,15 +304,15 @@ mod tests {
     #[test]
     fn config_space_holds_the_tag_and_one_request_queue() {
         let d = tempfile::tempdir().unwrap();
-        let fs = Fs::new("microrun", d.path()).unwrap();
+        let fs = Fs::new("microrun", d.path(), Caching::Shared).unwrap();
         let mut tag = [0u8; 36];
         fs.read_config(0, &mut tag);
         assert_eq!(&tag[..9], b"microrun\0");
         let mut n = [0u8; 4];
         fs.read_config(36, &mut n);
         assert_eq!(u32::from_le_bytes(n), 1);
-        assert!(Fs::new("", d.path()).is_err());
-        assert!(Fs::new(&"x".repeat(37), d.path()).is_err());
+        assert!(Fs::new("", d.path(), Caching::Shared).is_err());
+        assert!(Fs::new(&"x".repeat(37), d.path(), Caching::Shared).is_err());
     }
 
     #[test]
@@ -304,7 +324,7 @@ mod tests {
         std::fs::write(root.join("dir/file"), b"x").unwrap();
         std::os::unix::fs::symlink("../../canary", root.join("dir/link")).unwrap();
         let m = mem();
-        let mut fs = Fs::new("t", &root).unwrap();
+        let mut fs = Fs::new("t", &root, Caching::Shared).unwrap();
         init(&mut fs, &m);
         let (err, dir) = lookup(&mut fs, &m, ROOT, "dir");
         assert_eq!(err, 0);
@@ -353,6 +373,44 @@ mod tests {
         assert!(keeps());
     }
 
+    /// Only the container's own tree answers an absent name with a
+    /// negative entry the guest keeps; a shared one says ENOENT (uncached).
+    #[test]
+    fn absent_names_are_remembered_only_in_the_containers_own_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let m = mem();
+        let (mut shared, _) = with_file_cached(d.path(), &m, b"", Caching::Shared);
+        assert_eq!(lookup(&mut shared, &m, ROOT, "absent").0, -libc::ENOENT);
+        let (mut own, _) = with_file_cached(d.path(), &m, b"", Caching::Private);
+        let (err, out) = call(&mut own, &m, &request(OP_LOOKUP, ROOT, b"absent\0"));
+        assert_eq!(err, 0);
+        assert_eq!(u64_at(&out, 0), 0, "node id 0: a negative entry");
+        assert_eq!(u64_at(&out, 16), 10, "kept 10 s");
+        assert_eq!(lookup(&mut own, &m, ROOT, "f").0, 0);
+    }
+
+    /// In the container's own tree a file changed between an open and its
+    /// release (as by the guest's writes) keeps the guest's pages at the
+    /// next open; in a shared tree such a change drops them.
+    #[test]
+    fn own_writes_keep_the_cache_only_in_the_containers_own_tree() {
+        const KEEP_CACHE: u32 = 2;
+        const OP_RELEASE: u32 = 18;
+        for (caching, kept) in [(Caching::Private, true), (Caching::Shared, false)] {
+            let d = tempfile::tempdir().unwrap();
+            let m = mem();
+            let (mut fs, node) = with_file_cached(d.path(), &m, b"one", caching);
+            let (fh, _) = open(&mut fs, &m, node);
+            std::thread::sleep(Duration::from_millis(20));
+            std::fs::write(d.path().join("f"), b"two!").unwrap();
+            let mut body = fh.to_le_bytes().to_vec();
+            body.extend([0u8; 16]); // flags, release flags, lock owner
+            assert_eq!(call(&mut fs, &m, &request(OP_RELEASE, node, &body)).0, 0);
+            let (_, flags) = open(&mut fs, &m, node);
+            assert_eq!(flags & KEEP_CACHE != 0, kept, "{caching:?}");
+        }
+    }
+
     /// Thousands of random requests (every opcode, random node ids, random
     /// bodies, often with plausible names): no panic, and nothing outside
     /// the root is touched.
@@ -364,7 +422,7 @@ mod tests {
         std::fs::write(root.join("dir/file"), b"x").unwrap();
         std::fs::write(d.path().join("canary"), b"secret").unwrap();
         let m = mem();
-        let mut fs = Fs::new("t", &root).unwrap();
+        let mut fs = Fs::new("t", &root, Caching::Shared).unwrap();
         init(&mut fs, &m);
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = move || {
@@ -417,7 +475,7 @@ mod tests {
     fn hostile_chains_fail_the_device_instead_of_crashing() {
         let d = tempfile::tempdir().unwrap();
         let m = mem();
-        let mut fs = Fs::new("t", d.path()).unwrap();
+        let mut fs = Fs::new("t", d.path(), Caching::Shared).unwrap();
         // Out of guest memory.
         let vq = MockSplitQueue::new(&m, 16);
         vq.build_desc_chain(&[
