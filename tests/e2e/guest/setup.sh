@@ -29,10 +29,10 @@ ln -sfn /mnt/share/share/microrun "$local_dir/share/microrun"
 cat >"$local_dir/wrapper" <<'EOF'
 #!/bin/sh
 real=/var/lib/microrun-e2e/bin/microrun
-root=/run/microrun verb= id= debug=
+root=/run/microrun verb= id= debug= log=
 prev=
 for a in "$@"; do
-  case "$prev" in --root) root=$a ;; esac
+  case "$prev" in --root) root=$a ;; --log) log=$a ;; esac
   case "$a" in
     --log) debug=--debug ;;
     delete|create|start|kill|exec|state) [ -z "$verb" ] && verb=$a ;;
@@ -41,6 +41,11 @@ for a in "$@"; do
 done
 if [ "$verb" = delete ] && [ -f "$root/$id/console.log" ]; then
   cp "$root/$id/console.log" "/tmp/e2e-consoles/$id.log" 2>/dev/null
+fi
+# What the monitor said of a VM that ended early (a vCPU's registers at a
+# shutdown exit, under --debug).
+if [ "$verb" = delete ] && [ -n "$log" ] && grep -qE "shutdown exit|VM ended" "$log" 2>/dev/null; then
+  grep -E "shutdown exit|VM ended|rip|RIP" "$log" | tail -20 >"/tmp/e2e-consoles/$id.vmm.log"
 fi
 exec "$real" $debug "$@"
 EOF
