@@ -3,6 +3,9 @@
 set -euo pipefail
 SHARE=/mnt/share/share/microrun
 runs=5
+# The runtimes, and the emulated host's workarounds (an idle VM held open,
+# no huge-page collapsing): without them a VM's end has hung this host.
+bash /mnt/share/e2e/setup.sh >/dev/null
 qemu_cycle() {
   local log; log=$(mktemp)
   local t0; t0=$(date +%s%N)
@@ -39,7 +42,6 @@ awk '{s+=$1} END {printf "%-40s %8.0f ms (guest uptime at /init, mean)\n", "micr
   awk '{printf "%-40s %8.1f ms\n%-40s %8d KiB (RSS minus resident guest RAM)\n%-40s %8d KiB (the rest is code, shared by all monitors)\n", "microrun: VMM start to first KVM_RUN", $1, "microrun: VMM memory overhead", $2, "microrun: of which private", $3}'
 
 # Whole containers, next to runc in the same host and run.
-bash /mnt/share/e2e/setup.sh >/dev/null
 mean_ms() { # mean_ms RUNS CMD...: mean wall time of CMD in ms
   local n=$1 t0 total=0; shift
   for _ in $(seq "$n"); do
