@@ -8,21 +8,13 @@ const LEAF_CACHE: u32 = 0x4;
 const LEAF_TOPOLOGY: u32 = 0xb;
 const LEAF_TOPOLOGY_V2: u32 = 0x1f;
 const ECX_HYPERVISOR: u32 = 1 << 31;
-const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const EBX_CLFLUSH_SIZE: u32 = 8; // in 8-byte units, bits 15:8
 const EDX_HTT: u32 = 1 << 28;
 
-/// Adjusts `cpuid` for vCPU `index` of `count`. `tsc_deadline`: whether
-/// this KVM emulates the TSC-deadline timer (KVM_CAP_TSC_DEADLINE_TIMER),
-/// which KVM_GET_SUPPORTED_CPUID does not report itself.
-pub fn filter(cpuid: &mut CpuId, index: u8, count: u8, tsc_deadline: bool) {
+/// Adjusts `cpuid` for vCPU `index` of `count`.
+pub fn filter(cpuid: &mut CpuId, index: u8, count: u8) {
     for e in cpuid.as_mut_slice().iter_mut() {
         filter_entry(e, index, count);
-        if tsc_deadline && e.function == LEAF_FEATURES {
-            // The guest then arms its timer with one MSR write instead of
-            // an emulated LAPIC MMIO write at every idle entry and exit.
-            e.ecx |= ECX_TSC_DEADLINE;
-        }
     }
 }
 
@@ -104,20 +96,6 @@ mod tests {
         filter_entry(&mut c, 0, 2);
         assert_eq!(c.eax >> 26, 1);
         assert_eq!(c.eax & 0x3ff, 0x121);
-    }
-
-    #[test]
-    fn tsc_deadline_only_where_kvm_has_it() {
-        let leaf = |deadline| {
-            let mut c = CpuId::from_entries(&[entry(1, 0), entry(7, 0)]).unwrap();
-            filter(&mut c, 0, 1, deadline);
-            c.as_slice()
-                .iter()
-                .map(|e| e.ecx & ECX_TSC_DEADLINE)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(leaf(true), vec![ECX_TSC_DEADLINE, 0]);
-        assert_eq!(leaf(false), vec![0, 0]);
     }
 
     #[test]

@@ -155,8 +155,7 @@ pub fn configure(
     let mut cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(err("KVM_GET_SUPPORTED_CPUID"))?;
-    let deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
-    cpuid::filter(&mut cpuid, index, count, deadline);
+    cpuid::filter(&mut cpuid, index, count);
     vcpu.set_cpuid2(&cpuid).map_err(err("KVM_SET_CPUID2"))?;
     let msrs = Msrs::from_entries(&boot_msrs()).map_err(|_| VcpuError::Kvm {
         index,
