@@ -227,9 +227,9 @@ impl VmSandbox {
         fs
     }
 
-    /// What the agent mounts before the container: the share (and the
-    /// rootfs's own device over its place), or the block root (the first
-    /// disk, /dev/vda) when there is one.
+    /// What the agent mounts before the container: the share, then either
+    /// the block root (the first disk, /dev/vda) or the rootfs's own
+    /// virtio-fs device over its place in the share.
     fn guest_mounts(&self) -> Vec<GuestMount> {
         let mut guest = vec![GuestMount {
             source: share::TAG.into(),
@@ -237,22 +237,21 @@ impl VmSandbox {
             fstype: "virtiofs".into(),
             read_only: false,
         }];
-        if !self.has_block_root() {
-            guest.push(GuestMount {
-                source: share::ROOT_TAG.into(),
-                target: Share::guest_rootfs(),
-                fstype: "virtiofs".into(),
-                read_only: false,
-            });
-        }
-        if self.has_block_root() {
-            guest.push(GuestMount {
+        guest.push(if self.has_block_root() {
+            GuestMount {
                 source: "/dev/vda".into(),
                 target: GUEST_BLOCK_ROOT.into(),
                 fstype: String::new(),
                 read_only: self.root_read_only(),
-            });
-        }
+            }
+        } else {
+            GuestMount {
+                source: share::ROOT_TAG.into(),
+                target: Share::guest_rootfs(),
+                fstype: "virtiofs".into(),
+                read_only: false,
+            }
+        });
         guest
     }
 

@@ -216,7 +216,8 @@ pub fn run(vcpu: &mut VcpuFd, index: u8, pio: &Bus, mmio: &Bus, ctl: &Control) -
             VcpuExit::Hlt => return VmEnd::Halted,
             VcpuExit::Shutdown => {
                 // reboot=t makes a guest reboot a triple fault too: the
-                // registers tell a crash from a requested reboot.
+                // registers tell a crash from a requested reboot where KVM
+                // keeps them (on AMD it has already reset the vCPU here).
                 if crate::logging::debug_enabled() {
                     crate::logging::debug(&describe(vcpu, format!("vCPU {index}: shutdown exit")));
                 }

@@ -267,6 +267,8 @@ mod tests {
     }
 
     const OP_OPEN: u32 = 14;
+    /// FOPEN_KEEP_CACHE in an OPEN reply's flags.
+    const KEEP_CACHE: u32 = 2;
 
     /// An OPEN of `node` that must succeed; returns (fh, open_flags).
     fn open(fs: &mut Fs, m: &Memory, node: u64) -> (u64, u32) {
@@ -360,7 +362,6 @@ mod tests {
     /// (FOPEN_KEEP_CACHE); one changed on the host in between does not.
     #[test]
     fn reopening_an_unchanged_file_keeps_the_guest_cache() {
-        const KEEP_CACHE: u32 = 2;
         let d = tempfile::tempdir().unwrap();
         let m = mem();
         let (mut fs, node) = with_file(d.path(), &m, b"one");
@@ -394,7 +395,6 @@ mod tests {
     /// next open; in a shared tree such a change drops them.
     #[test]
     fn own_writes_keep_the_cache_only_in_the_containers_own_tree() {
-        const KEEP_CACHE: u32 = 2;
         const OP_RELEASE: u32 = 18;
         for (caching, kept) in [(Caching::Private, true), (Caching::Shared, false)] {
             let d = tempfile::tempdir().unwrap();
