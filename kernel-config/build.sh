@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the guest vmlinux from Debian's linux-source-6.12 and the fragment
-# beside this script, cached by the hash of (source version, fragment, this
-# script). Usage: build.sh OUT_DIR   -> OUT_DIR/vmlinux, OUT_DIR/kernel.config
+# Builds the guest vmlinux from Debian's linux-source-6.12, the fragment and
+# the patches beside this script, cached by the hash of (source version,
+# fragment, patches, this script).
+# Usage: build.sh OUT_DIR   -> OUT_DIR/vmlinux, OUT_DIR/kernel.config
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: build.sh OUT_DIR}
@@ -13,7 +14,8 @@ version=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null) || {
   echo "kernel: $pkg is not installed (run scripts/host-deps.sh)" >&2; exit 1; }
 [ -f "$tarball" ] || { echo "kernel: $tarball missing" >&2; exit 1; }
 
-key=$( { echo "$pkg $version"; cat "$here/microvm.config" "$here/build.sh" "$here/check-config.sh"; } \
+patches=$(ls "$here"/patches/*.patch 2>/dev/null | sort || true)
+key=$( { echo "$pkg $version"; cat "$here/microvm.config" "$here/build.sh" "$here/check-config.sh" $patches; } \
        | sha256sum | cut -c1-16)
 cache=${MICRORUN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/microrun}/kernel/$key
 if [ -f "$cache/vmlinux" ]; then
@@ -24,6 +26,7 @@ else
   trap 'rm -rf "$work"' EXIT
   tar -C "$work" -xf "$tarball"
   src=$work/$pkg
+  for p in $patches; do patch -s -p1 -d "$src" <"$p"; done
   jobs=$(( $(nproc) + 1 ))
   make -C "$src" -s tinyconfig
   (cd "$src" && scripts/kconfig/merge_config.sh -m .config "$here/microvm.config" >/dev/null)

@@ -3,7 +3,7 @@
 # test host need. Idempotent: does nothing when everything is present.
 set -euo pipefail
 pkgs=(
-  build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils
+  build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils patch
   linux-source-6.12
   libseccomp-dev pkg-config
   qemu-system-x86 qemu-utils debootstrap e2fsprogs
