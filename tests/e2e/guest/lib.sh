@@ -30,7 +30,17 @@ scenario() {
   if [ $rc -eq 0 ]; then
     echo "ok $name $dt" >>"$RESULTS"; echo "ok   $name (${dt}s)"
   else
-    echo "FAIL $name $dt $rc" >>"$RESULTS"; echo "FAIL $name (${dt}s, exit $rc)"
+    local verdict=FAIL
+    # A guest that triple-faults with nothing on its console is a fault of
+    # this emulated host seen about once in 100-200 VMs (docs/testing.md):
+    # such a scenario runs once more, and the summary names it.
+    if unexplained_reset "$name" "$log" && ! grep -q "^rerun $name " "$RESULTS"; then
+      verdict=rerun
+      echo "rerun $name (a guest reset)" >>"$RESULTS"
+    else
+      echo "FAIL $name $dt $rc" >>"$RESULTS"
+    fi
+    echo "$verdict $name (${dt}s, exit $rc)"
     sed 's/^/     | /' "$log" | tail -40
     # The guest consoles of the containers docker/containerd ran meanwhile.
     local c
@@ -38,7 +48,16 @@ scenario() {
       echo "     guest console of ${c##*/}:"
       tail -15 "$c" | sed 's/^/     # /'
     done
+    if [ $verdict = rerun ]; then scenario "$name" "$fn"; fi
   fi
+}
+
+# unexplained_reset NAME LOG: the scenario failed because a VM reset that
+# its test did not ask for (raw-cli-guest-reset reboots its guest itself).
+unexplained_reset() {
+  [ "$1" != raw-cli-guest-reset ] || return 1
+  grep -qE "the VM ended (before its agent answered|while the container ran): Reset" "$2" ||
+    grep -qsl "shutdown exit" $(find /tmp/e2e-consoles -name '*.vmm.log' -newer /tmp/e2e-scenario-start 2>/dev/null) /dev/null
 }
 
 # parity DOCKER_RUN_ARGS...: the same docker run under runc and microrun
@@ -113,6 +132,7 @@ summary() {
   fail=$(grep -c '^FAIL ' "$RESULTS" || true)
   echo
   echo "$pass passed, $fail failed, $(grep -c '^skip ' "$RESULTS" || true) known failing"
-  sed -n 's/^FAIL \([^ ]*\).*/  failed: \1/p; s/^skip \([^ ]*\) \(.*\)/  known failing: \1: \2/p' "$RESULTS"
+  sed -n 's/^FAIL \([^ ]*\).*/  failed: \1/p; s/^skip \([^ ]*\) \(.*\)/  known failing: \1: \2/p
+    s/^rerun \([^ ]*\) (\(.*\))/  run twice after \2: \1/p' "$RESULTS"
   [ "$fail" -eq 0 ]
 }
