@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Boot figures inside the test host, for the project's kernel + initramfs.
+# make bench's figures inside the test host: bench.sh SECTION... runs the
+# named sections (boot containers fs-rootfs fs-volume reread net), each
+# printing its own table, so that scripts/bench.sh can run a section again
+# on a fresh host when the emulated host dies under one.
 set -euo pipefail
 SHARE=/mnt/share/share/microrun
 runs=5
 # The runtimes, and the emulated host's workarounds (an idle VM held open,
 # no huge-page collapsing): without them a VM's end has hung this host.
-bash /mnt/share/e2e/setup.sh >/dev/null
+# Once per boot of the host.
+[ -e /run/microrun-bench-setup ] || { bash /mnt/share/e2e/setup.sh >/dev/null && touch /run/microrun-bench-setup; }
+. /mnt/share/e2e/lib.sh
+
 qemu_cycle() {
   local log; log=$(mktemp)
   local t0; t0=$(date +%s%N)
@@ -18,9 +24,6 @@ qemu_cycle() {
   rm -f "$log"
   echo $(( (t1 - t0) / 1000000 ))
 }
-total=0
-for i in $(seq $runs); do ms=$(qemu_cycle); total=$((total + ms)); echo "qemu microvm cycle $i: ${ms} ms"; done
-printf '%-40s %8d ms (mean of %d)\n' "QEMU -M microvm: start->/init->exit" $((total / runs)) $runs
 mr_cycle() {
   local log; log=$(mktemp)
   local t0; t0=$(date +%s%N)
@@ -31,15 +34,21 @@ mr_cycle() {
   rm -f "$log"
   echo $(( (t1 - t0) / 1000000 ))
 }
-rm -f /tmp/mr-uptimes
-total=0
-for i in $(seq $runs); do ms=$(mr_cycle); total=$((total + ms)); echo "microrun vm-boot cycle $i: ${ms} ms"; done
-printf '%-40s %8d ms (mean of %d)\n' "microrun VMM: start->/init->exit" $((total / runs)) $runs
-awk '{s+=$1} END {printf "%-40s %8.0f ms (guest uptime at /init, mean)\n", "microrun VMM: kernel boot to /init", s/NR*1000}' /tmp/mr-uptimes
-/mnt/share/bin/microrun vm-boot --console /dev/null 2>&1 | sed 's/^/last run: /'
-/mnt/share/bin/microrun vm-boot --console /dev/null 2>&1 | \
-  sed -n 's/.*first KVM_RUN at \([0-9.]*\) ms.*VMM \([0-9]*\) KiB (\([0-9]*\) KiB private).*/\1 \2 \3/p' | \
-  awk '{printf "%-40s %8.1f ms\n%-40s %8d KiB (RSS minus resident guest RAM)\n%-40s %8d KiB (the rest is code, shared by all monitors)\n", "microrun: VMM start to first KVM_RUN", $1, "microrun: VMM memory overhead", $2, "microrun: of which private", $3}'
+sec_boot() {
+  local total=0 i ms
+  echo "== guest boot (start -> agent /init -> reboot -> exit)"
+  for i in $(seq $runs); do ms=$(qemu_cycle); total=$((total + ms)); echo "qemu microvm cycle $i: ${ms} ms"; done
+  printf '%-40s %8d ms (mean of %d)\n' "QEMU -M microvm: start->/init->exit" $((total / runs)) $runs
+  rm -f /tmp/mr-uptimes
+  total=0
+  for i in $(seq $runs); do ms=$(mr_cycle); total=$((total + ms)); echo "microrun vm-boot cycle $i: ${ms} ms"; done
+  printf '%-40s %8d ms (mean of %d)\n' "microrun VMM: start->/init->exit" $((total / runs)) $runs
+  awk '{s+=$1} END {printf "%-40s %8.0f ms (guest uptime at /init, mean)\n", "microrun VMM: kernel boot to /init", s/NR*1000}' /tmp/mr-uptimes
+  /mnt/share/bin/microrun vm-boot --console /dev/null 2>&1 | sed 's/^/last run: /'
+  /mnt/share/bin/microrun vm-boot --console /dev/null 2>&1 | \
+    sed -n 's/.*first KVM_RUN at \([0-9.]*\) ms.*VMM \([0-9]*\) KiB (\([0-9]*\) KiB private).*/\1 \2 \3/p' | \
+    awk '{printf "%-40s %8.1f ms\n%-40s %8d KiB (RSS minus resident guest RAM)\n%-40s %8d KiB (the rest is code, shared by all monitors)\n", "microrun: VMM start to first KVM_RUN", $1, "microrun: VMM memory overhead", $2, "microrun: of which private", $3}'
+}
 
 # Whole containers, next to runc in the same host and run.
 mean_ms() { # mean_ms RUNS CMD...: mean wall time of CMD in ms
@@ -50,15 +59,17 @@ mean_ms() { # mean_ms RUNS CMD...: mean wall time of CMD in ms
   done
   echo $(( total / n ))
 }
-for rt in runc microrun; do
-  printf '%-40s %8d ms (mean of 3)\n' "docker run --rm ($rt) true" "$(mean_ms 3 docker run --rm --runtime $rt local/busybox true)"
-done
-. /mnt/share/e2e/lib.sh
-b=/tmp/bench-bundle
-bundle $b '["true"]'
-for rt in runc /mnt/share/bin/microrun; do
-  printf '%-40s %8d ms (mean of 3)\n' "$(basename $rt) run (raw CLI) true" "$(mean_ms 3 $rt run --bundle $b bench-$$)"
-done
+sec_containers() {
+  echo "== whole containers (create -> exit), next to runc"
+  for rt in runc microrun; do
+    printf '%-40s %8d ms (mean of 3)\n' "docker run --rm ($rt) true" "$(mean_ms 3 docker run --rm --runtime $rt local/busybox true)"
+  done
+  b=/tmp/bench-bundle
+  bundle $b '["true"]'
+  for rt in runc /mnt/share/bin/microrun; do
+    printf '%-40s %8d ms (mean of 3)\n' "$(basename $rt) run (raw CLI) true" "$(mean_ms 3 $rt run --bundle $b bench-$$)"
+  done
+}
 
 # Milliseconds since boot inside a busybox container (its date has no %N).
 NOW='now() { read u _ < /proc/uptime; echo $(( ${u%.*}${u#*.} * 10 )); }'
@@ -75,9 +86,10 @@ files='t0=$(now); mkdir s && i=0 && while [ $i -lt 10000 ]; do : > s/f$i; i=$((i
   echo $((t1 - t0)) $((t2 - t1)) $((t3 - t2))'
 write='t0=$(now); dd if=/dev/zero of=big bs=1M count=256 conv=fsync 2>/dev/null; echo $(( $(now) - t0 ))'
 read_big='t0=$(now); dd if=big of=/dev/null bs=1M 2>/dev/null; echo $(( $(now) - t0 ))'
-echo "== file I/O (ms; ratio = runc time / microrun time, higher is better)"
-printf '%-44s %9s %9s %6s\n' "" runc microrun ratio
-for where in /tmp /data; do
+fs_section() { # fs_section DIR: the file I/O table for the rootfs (/tmp) or a volume (/data)
+  local where=$1 rt vol out op what
+  echo "== file I/O in the $( [ $where = /tmp ] && echo rootfs || echo volume) (ms; ratio = runc time / microrun time, higher is better)"
+  printf '%-44s %9s %9s %6s\n' "" runc microrun ratio
   declare -A ms=()
   for rt in runc microrun; do
     vol=$(mktemp -d)
@@ -101,41 +113,51 @@ for where in /tmp /data; do
     awk -v w="$what ($( [ $where = /tmp ] && echo rootfs || echo volume))" -v a="${ms[runc,$op]:-0}" -v b="${ms[microrun,$op]:-0}" \
       'BEGIN {printf "%-44s %9d %9d %6.2f\n", w, a, b, (b > 0 ? a / b : 0)}'
   done
-  unset ms
-done
+}
+sec_fs-rootfs() { fs_section /tmp; }
+sec_fs-volume() { fs_section /data; }
 
 # Reopening unchanged files (the guest keeps its cache) and running programs
 # from the rootfs, which every shell script does.
-echo "== repeated reads and execs in the rootfs (ms)"
-printf '%-44s %9s %9s %6s\n' "" runc microrun ratio
-declare -A rx=()
-for rt in runc microrun; do
-  read -r rx[$rt,read] rx[$rt,exec] < <(docker run --rm --runtime $rt local/busybox sh -c "$NOW"'
-    t0=$(now); i=0; while [ $i -lt 50 ]; do cat /bin/busybox > /dev/null; i=$((i+1)); done; t1=$(now)
-    i=0; while [ $i -lt 100 ]; do /bin/true; i=$((i+1)); done; t2=$(now)
-    echo $((t1 - t0)) $((t2 - t1))')
-done
-for op in read exec; do
-  case $op in read) what="read /bin/busybox 50 times" ;; exec) what="exec /bin/true 100 times" ;; esac
-  awk -v w="$what" -v a="${rx[runc,$op]:-0}" -v b="${rx[microrun,$op]:-0}" \
-    'BEGIN {printf "%-44s %9d %9d %6.2f\n", w, a, b, (b > 0 ? a / b : 0)}'
-done
+sec_reread() {
+  echo "== repeated reads and execs in the rootfs (ms)"
+  printf '%-44s %9s %9s %6s\n' "" runc microrun ratio
+  declare -A rx=()
+  for rt in runc microrun; do
+    read -r rx[$rt,read] rx[$rt,exec] < <(docker run --rm --runtime $rt local/busybox sh -c "$NOW"'
+      t0=$(now); i=0; while [ $i -lt 50 ]; do cat /bin/busybox > /dev/null; i=$((i+1)); done; t1=$(now)
+      i=0; while [ $i -lt 100 ]; do /bin/true; i=$((i+1)); done; t2=$(now)
+      echo $((t1 - t0)) $((t2 - t1))')
+  done
+  for op in read exec; do
+    case $op in read) what="read /bin/busybox 50 times" ;; exec) what="exec /bin/true 100 times" ;; esac
+    awk -v w="$what" -v a="${rx[runc,$op]:-0}" -v b="${rx[microrun,$op]:-0}" \
+      'BEGIN {printf "%-44s %9d %9d %6.2f\n", w, a, b, (b > 0 ? a / b : 0)}'
+  done
+}
 
 # Network between two containers on docker's bridge, both of one runtime.
-echo "== network (two containers on the default bridge)"
-printf '%-44s %9s %9s\n' "" runc microrun
-declare -A net=()
-for rt in runc microrun; do
-  srv=$(docker run -d --runtime $rt local/busybox sh -c 'while true; do nc -l -p 5001 > /dev/null; done')
-  ip=$(docker inspect -f '{{.NetworkSettings.IPAddress}}' "$srv")
-  out=$(docker run --rm --runtime $rt local/busybox sh -c "$NOW"'
-    ping -c 1 -W 10 '"$ip"' >/dev/null
-    ping -c 10 -i 0.2 '"$ip"' | sed -n "s|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p"
-    t0=$(now); dd if=/dev/zero bs=1M count=64 2>/dev/null | nc '"$ip"' 5001; echo $(( $(now) - t0 ))')
-  net[$rt,ping]=$(echo "$out" | sed -n 1p)
-  ms=$(echo "$out" | sed -n 2p)
-  net[$rt,tcp]=$(awk -v ms="$ms" 'BEGIN {printf "%.1f", (ms > 0 ? 64 * 1000 / ms : 0)}')
-  docker rm -f "$srv" >/dev/null
+sec_net() {
+  echo "== network (two containers on the default bridge)"
+  printf '%-44s %9s %9s\n' "" runc microrun
+  declare -A net=()
+  for rt in runc microrun; do
+    srv=$(docker run -d --runtime $rt local/busybox sh -c 'while true; do nc -l -p 5001 > /dev/null; done')
+    ip=$(docker inspect -f '{{.NetworkSettings.IPAddress}}' "$srv")
+    out=$(docker run --rm --runtime $rt local/busybox sh -c "$NOW"'
+      ping -c 1 -W 10 '"$ip"' >/dev/null
+      ping -c 10 -i 0.2 '"$ip"' | sed -n "s|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p"
+      t0=$(now); dd if=/dev/zero bs=1M count=64 2>/dev/null | nc '"$ip"' 5001; echo $(( $(now) - t0 ))')
+    net[$rt,ping]=$(echo "$out" | sed -n 1p)
+    ms=$(echo "$out" | sed -n 2p)
+    net[$rt,tcp]=$(awk -v ms="$ms" 'BEGIN {printf "%.1f", (ms > 0 ? 64 * 1000 / ms : 0)}')
+    docker rm -f "$srv" >/dev/null
+  done
+  printf '%-44s %9s %9s\n' "ping round trip (ms, mean of 10)" "${net[runc,ping]}" "${net[microrun,ping]}"
+  printf '%-44s %9s %9s\n' "TCP transfer 64 MiB (MiB/s)" "${net[runc,tcp]}" "${net[microrun,tcp]}"
+}
+
+for section in "$@"; do
+  declare -F "sec_$section" >/dev/null || { echo "bench.sh: no section $section" >&2; exit 2; }
+  "sec_$section"
 done
-printf '%-44s %9s %9s\n' "ping round trip (ms, mean of 10)" "${net[runc,ping]}" "${net[microrun,ping]}"
-printf '%-44s %9s %9s\n' "TCP transfer 64 MiB (MiB/s)" "${net[runc,tcp]}" "${net[microrun,tcp]}"
