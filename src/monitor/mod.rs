@@ -221,10 +221,12 @@ impl Monitor {
         } = self;
         let hooks = Arc::new(bundle);
         let tty = tty.map(Arc::new);
+        let busy = Arc::new(InFlight::default());
         {
             let sandbox = sandbox.clone();
             let hooks = hooks.clone();
             let tty = tty.clone();
+            let busy = busy.clone();
             microrun_protocol::threads::spawn(move || {
                 for conn in listener.incoming().flatten() {
                     let sandbox = sandbox.clone();
@@ -234,7 +236,12 @@ impl Monitor {
                         id: id.clone(),
                         tty: tty.clone(),
                     };
-                    microrun_protocol::threads::spawn(move || handle(&*sandbox, &ctx, conn));
+                    let busy = busy.clone();
+                    busy.enter();
+                    microrun_protocol::threads::spawn(move || {
+                        handle(&*sandbox, &ctx, conn);
+                        busy.leave();
+                    });
                 }
             });
         }
@@ -245,6 +252,9 @@ impl Monitor {
         let status = sandbox.wait(INIT);
         logging::debug(&format!("monitor: container exited: {status:?}"));
         sandbox.shutdown();
+        // A request that ended the container (`kill` TERM) still gets its
+        // answer: the caller would take a closed connection for a failure.
+        busy.wait_idle(std::time::Duration::from_secs(2));
         let _ = std::fs::remove_file(&ctl_path);
         match status {
             Ok(s) => exit::exit_like(s),
@@ -268,6 +278,31 @@ pub(crate) fn relay_signals(sandbox: &dyn Sandbox, process: u32, tty: Option<Arc
             continue;
         }
         let _ = sandbox.signal(process, sig as i32, false);
+    }
+}
+
+/// Control requests being served.
+#[derive(Default)]
+struct InFlight {
+    n: std::sync::Mutex<usize>,
+    idle: std::sync::Condvar,
+}
+
+impl InFlight {
+    fn enter(&self) {
+        *self.n.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+
+    fn leave(&self) {
+        let mut n = self.n.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        self.idle.notify_all();
+    }
+
+    /// Waits until none is being served, or the timeout passes.
+    fn wait_idle(&self, timeout: std::time::Duration) {
+        let n = self.n.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.idle.wait_timeout_while(n, timeout, |n| *n > 0);
     }
 }
 
