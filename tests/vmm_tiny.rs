@@ -92,8 +92,19 @@ fn a_guest_that_spins_can_be_paused_and_stopped() {
         on_end: None,
     })
     .unwrap();
+    // A snapshot parks the vCPUs for a moment and leaves them running.
+    let states = vm.vcpu_states();
+    assert_eq!(states.len(), 2, "{states:?}");
+    assert!(
+        states[0].starts_with("vCPU 0 runnable")
+            && states[0].contains(&format!("rip={LOAD_ADDR:#x}")),
+        "{states:?}"
+    );
+    assert!(states[1].starts_with("vCPU 1 "), "{states:?}");
+    assert!(!vm.vcpu_states().is_empty());
     assert!(vm.pause(), "every vCPU parks");
     assert_eq!(vm.paused_vcpus(), 2);
+    assert_eq!(vm.vcpu_states(), vec!["vCPUs paused".to_string()]);
     vm.resume();
     vm.stop();
 }

@@ -381,9 +381,26 @@ impl VmSandbox {
                 }
             }
             if Instant::now() > deadline {
-                return Err(fail("timed out waiting for the guest agent"));
+                return Err(fail(format!(
+                    "timed out waiting for the guest agent{}{}",
+                    self.console.summary(),
+                    self.vcpu_summary()
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// " (vCPU 0 halted (rip=...))" for an error about a silent guest.
+    fn vcpu_summary(&self) -> String {
+        let states = match self.vm.lock() {
+            Ok(g) => g.as_ref().map(|vm| vm.vcpu_states()).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        if states.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", states.join("; "))
         }
     }
 
@@ -410,8 +427,9 @@ impl VmSandbox {
             Ok(Reply::Error { msg }) => Err(SandboxError::Failed(format!("guest agent: {msg}"))),
             Ok(r) => Ok(r),
             Err(_) => Err(fail(format!(
-                "the guest agent did not answer{}",
-                self.console.summary()
+                "the guest agent did not answer{}{}",
+                self.console.summary(),
+                self.vcpu_summary()
             ))),
         }
     }

@@ -44,6 +44,8 @@ pub struct Control {
     /// vCPUs currently parked by a pause.
     parked: Mutex<usize>,
     parked_cv: Condvar,
+    /// While a snapshot is being taken: each vCPU's state as it parks.
+    snapshot: Mutex<Option<Vec<String>>>,
 }
 
 impl Control {
@@ -54,18 +56,59 @@ impl Control {
         }
     }
 
+    pub fn is_paused(&self) -> bool {
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// From now on each vCPU that parks notes its state.
+    pub fn begin_snapshot(&self) {
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    }
+
+    /// The states noted since [`Control::begin_snapshot`], in parking order.
+    pub fn end_snapshot(&self) -> Vec<String> {
+        let mut states = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default();
+        states.sort();
+        states
+    }
+
+    fn note(&self, state: impl FnOnce() -> String) {
+        if let Some(v) = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            v.push(state());
+        }
+    }
+
     pub fn parked(&self) -> usize {
         *self.parked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits until `n` vCPUs are parked (or the timeout passes).
     pub fn wait_parked(&self, n: usize, timeout: std::time::Duration) -> bool {
+        self.wait_for_parked(timeout, |p| p >= n)
+    }
+
+    /// Waits until no vCPU is parked any more (after a resume).
+    pub fn wait_unparked(&self, timeout: std::time::Duration) -> bool {
+        self.wait_for_parked(timeout, |p| p == 0)
+    }
+
+    fn wait_for_parked(&self, timeout: std::time::Duration, done: impl Fn(usize) -> bool) -> bool {
         let g = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         let (g, _) = self
             .parked_cv
-            .wait_timeout_while(g, timeout, |p| *p < n)
+            .wait_timeout_while(g, timeout, |p| !done(*p))
             .unwrap_or_else(|e| e.into_inner());
-        *g >= n
+        done(*g)
     }
 
     fn park_if_paused(&self) {
@@ -79,6 +122,7 @@ impl Control {
             paused = self.resumed.wait(paused).unwrap_or_else(|e| e.into_inner());
         }
         *self.parked.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.parked_cv.notify_all();
     }
 
     pub fn wake_all(&self) {
@@ -193,11 +237,26 @@ fn describe(vcpu: &VcpuFd, what: String) -> String {
     }
 }
 
+/// Where a vCPU is, for a guest that stopped answering: halted or running,
+/// and its registers (rflags tells whether it takes interrupts).
+fn state_of(vcpu: &VcpuFd, index: u8) -> String {
+    let mp = match vcpu.get_mp_state() {
+        Ok(m) if m.mp_state == kvm_bindings::KVM_MP_STATE_HALTED => "halted",
+        Ok(m) if m.mp_state == kvm_bindings::KVM_MP_STATE_RUNNABLE => "runnable",
+        Ok(_) => "waiting",
+        Err(_) => "state unknown",
+    };
+    describe(vcpu, format!("vCPU {index} {mp}"))
+}
+
 /// Runs one vCPU until the VM ends or the VMM stops it.
 pub fn run(vcpu: &mut VcpuFd, index: u8, pio: &Bus, mmio: &Bus, ctl: &Control) -> VmEnd {
     loop {
         if ctl.stop.load(Ordering::SeqCst) {
             return VmEnd::Stopped;
+        }
+        if ctl.is_paused() {
+            ctl.note(|| state_of(vcpu, index));
         }
         ctl.park_if_paused();
         let exit = match vcpu.run() {

@@ -351,6 +351,24 @@ impl Vm {
         self.ctl.set_paused(false);
     }
 
+    /// Each vCPU's state, for diagnosing a guest that stopped answering:
+    /// the vCPUs are parked for a moment (a few ms) and read.
+    pub fn vcpu_states(&self) -> Vec<String> {
+        if self.ctl.is_paused() {
+            return vec!["vCPUs paused".to_string()];
+        }
+        // A vCPU still parked by an earlier pause would not note its state.
+        self.ctl.wait_unparked(Duration::from_secs(1));
+        self.ctl.begin_snapshot();
+        let parked = self.pause();
+        let mut states = self.ctl.end_snapshot();
+        self.resume();
+        if !parked {
+            states.push("not every vCPU parked within 5 s".to_string());
+        }
+        states
+    }
+
     pub fn paused_vcpus(&self) -> usize {
         self.ctl.parked()
     }
