@@ -23,6 +23,8 @@ pub const MMIO_DEVICE_SIZE: u64 = 0x1000;
 /// First GSI handed to virtio-mmio devices (0-4 are PIT/PIC/serial).
 pub const VIRTIO_IRQ_BASE: u32 = 5;
 pub const SERIAL_IRQ: u32 = 4;
+/// The RTC's GSI, which KVM's I/O APIC treats apart (see `vm::window`).
+pub const RTC_IRQ: u32 = 8;
 pub const TSS_ADDR: usize = 0xfffb_d000;
 
 /// The guest RAM regions for `size` bytes: below the MMIO hole, and the rest
