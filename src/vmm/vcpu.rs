@@ -65,7 +65,7 @@ impl Control {
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
     }
 
-    /// The states noted since [`Control::begin_snapshot`], in parking order.
+    /// The states noted since [`Control::begin_snapshot`], by vCPU.
     pub fn end_snapshot(&self) -> Vec<String> {
         let mut states = self
             .snapshot
@@ -111,11 +111,14 @@ impl Control {
         done(*g)
     }
 
-    fn park_if_paused(&self) {
+    /// Parks the calling vCPU while a pause lasts; `state` is its state,
+    /// asked for only when a snapshot is being taken.
+    fn park_if_paused(&self, state: impl FnOnce() -> String) {
         let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
         if !*paused {
             return;
         }
+        self.note(state);
         *self.parked.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         self.parked_cv.notify_all();
         while *paused && !self.stop.load(Ordering::SeqCst) {
@@ -255,10 +258,7 @@ pub fn run(vcpu: &mut VcpuFd, index: u8, pio: &Bus, mmio: &Bus, ctl: &Control) -
         if ctl.stop.load(Ordering::SeqCst) {
             return VmEnd::Stopped;
         }
-        if ctl.is_paused() {
-            ctl.note(|| state_of(vcpu, index));
-        }
-        ctl.park_if_paused();
+        ctl.park_if_paused(|| state_of(vcpu, index));
         let exit = match vcpu.run() {
             Ok(exit) => exit,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
