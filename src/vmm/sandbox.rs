@@ -381,27 +381,25 @@ impl VmSandbox {
                 }
             }
             if Instant::now() > deadline {
-                return Err(fail(format!(
-                    "timed out waiting for the guest agent{}{}",
-                    self.console.summary(),
-                    self.vcpu_summary()
-                )));
+                return Err(self.silent_guest("timed out waiting for the guest agent"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// " (vCPU 0 halted (rip=...))" for an error about a silent guest.
-    fn vcpu_summary(&self) -> String {
+    /// The error for a guest that went silent: `what`, then the end of its
+    /// console and where each vCPU is (" (vCPU 0 halted (rip=...))").
+    fn silent_guest(&self, what: &str) -> SandboxError {
         let states = match self.vm.lock() {
             Ok(g) => g.as_ref().map(|vm| vm.vcpu_states()).unwrap_or_default(),
             Err(_) => Vec::new(),
         };
-        if states.is_empty() {
+        let vcpus = if states.is_empty() {
             String::new()
         } else {
             format!(" ({})", states.join("; "))
-        }
+        };
+        fail(format!("{what}{}{vcpus}", self.console.summary()))
     }
 
     fn vm_ended(&self) -> Option<VmEnd> {
@@ -426,11 +424,7 @@ impl VmSandbox {
         match reply {
             Ok(Reply::Error { msg }) => Err(SandboxError::Failed(format!("guest agent: {msg}"))),
             Ok(r) => Ok(r),
-            Err(_) => Err(fail(format!(
-                "the guest agent did not answer{}{}",
-                self.console.summary(),
-                self.vcpu_summary()
-            ))),
+            Err(_) => Err(self.silent_guest("the guest agent did not answer")),
         }
     }
 }

@@ -110,6 +110,9 @@ pub struct DiskConfig {
 /// The kernel command line microrun always uses (see docs/guest-image.md).
 pub const BASE_CMDLINE: &[&str] = &["console=ttyS0", "reboot=t", "panic=-1", "quiet"];
 
+/// How long a pause waits for every vCPU to park.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Signal that kicks a vCPU out of KVM_RUN; its handler does nothing.
 fn kick_signal() -> i32 {
     libc::SIGRTMIN() + 2
@@ -343,8 +346,7 @@ impl Vm {
     pub fn pause(&self) -> bool {
         self.ctl.set_paused(true);
         self.kick();
-        self.ctl
-            .wait_parked(self.vcpus.len(), Duration::from_secs(5))
+        self.ctl.wait_parked(self.vcpus.len(), PAUSE_TIMEOUT)
     }
 
     pub fn resume(&self) {
@@ -364,7 +366,7 @@ impl Vm {
         let mut states = self.ctl.end_snapshot();
         self.resume();
         if !parked {
-            states.push("not every vCPU parked within 5 s".to_string());
+            states.push(format!("not every vCPU parked within {PAUSE_TIMEOUT:?}"));
         }
         states
     }

@@ -57,7 +57,7 @@ scenario() {
 unexplained_reset() {
   [ "$1" != raw-cli-guest-reset ] || return 1
   grep -qE "the VM ended (before its agent answered|while the container ran): Reset" "$2" ||
-    grep -qsl "shutdown exit" $(find /tmp/e2e-consoles -name '*.vmm.log' -newer /tmp/e2e-scenario-start 2>/dev/null) /dev/null
+    grep -qs "shutdown exit" $(find /tmp/e2e-consoles -name '*.vmm.log' -newer /tmp/e2e-scenario-start 2>/dev/null) /dev/null
 }
 
 # parity DOCKER_RUN_ARGS...: the same docker run under runc and microrun
