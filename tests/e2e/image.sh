@@ -31,9 +31,11 @@ echo "testhost image: debootstrap took $(( $(date +%s) - start ))s" >&2
 install -m 0755 "$here/host-init.sh" "$root/sbin/testhost-init"
 echo testhost > "$root/etc/hostname"
 printf '127.0.0.1 localhost testhost\n' > "$root/etc/hosts"
-mkdir -p "$root/root/.ssh" "$root/mnt/share" "$root/etc/docker"
+# ssh logs in to the test host as root; its home inside the tree being built.
+ssh_dir="$root/$(chroot "$root" getent passwd root | cut -d: -f6)/.ssh"
+mkdir -p "$ssh_dir" "$root/mnt/share" "$root/etc/docker"
 ssh-keygen -q -t ed25519 -N '' -f "$work/id_ed25519"
-install -m 0600 "$work/id_ed25519.pub" "$root/root/.ssh/authorized_keys"
+install -m 0600 "$work/id_ed25519.pub" "$ssh_dir/authorized_keys"
 chroot "$root" ssh-keygen -A >/dev/null
 cat >> "$root/etc/ssh/sshd_config" <<'CFG'
 PermitRootLogin prohibit-password
