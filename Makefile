@@ -11,7 +11,7 @@ AGENT := target/$(TARGET)/release/microrun-agent
 MICRORUN := target/$(TARGET)/release/microrun
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build deps agent initramfs kernel test unit fuzz e2e e2e-shell demo bench install clean fmt clippy
+.PHONY: all build deps agent initramfs kernel test unit fuzz e2e e2e-shell demo bench install clean fmt clippy hot-functions
 
 all: build
 
@@ -62,6 +62,11 @@ demo: deps build kernel
 
 bench: deps build kernel
 	bash scripts/bench.sh
+
+# Rewrites scripts/hot-functions.txt, the functions the link packs together
+# (build.rs), from a container workload in the emulated test host.
+hot-functions: deps build kernel
+	bash scripts/hot-functions.sh
 
 install: build kernel
 	install -D -m 0755 $(MICRORUN) $(DESTDIR)$(PREFIX)/bin/microrun

@@ -44,10 +44,50 @@ sec_boot() {
   for i in $(seq $runs); do ms=$(mr_cycle); total=$((total + ms)); echo "microrun vm-boot cycle $i: ${ms} ms"; done
   printf '%-40s %8d ms (mean of %d)\n' "microrun VMM: start->/init->exit" $((total / runs)) $runs
   awk '{s+=$1} END {printf "%-40s %8.0f ms (guest uptime at /init, mean)\n", "microrun VMM: kernel boot to /init", s/NR*1000}' /tmp/mr-uptimes
-  /mnt/share/bin/microrun vm-boot --console /dev/null 2>&1 | sed 's/^/last run: /'
-  /mnt/share/bin/microrun vm-boot --console /dev/null 2>&1 | \
-    sed -n 's/.*first KVM_RUN at \([0-9.]*\) ms.*VMM \([0-9]*\) KiB (\([0-9]*\) KiB private).*/\1 \2 \3/p' | \
-    awk '{printf "%-40s %8.1f ms\n%-40s %8d KiB (RSS minus resident guest RAM)\n%-40s %8d KiB (the rest is code, shared by all monitors)\n", "microrun: VMM start to first KVM_RUN", $1, "microrun: VMM memory overhead", $2, "microrun: of which private", $3}'
+  local last; last=$(/mnt/share/bin/microrun vm-boot --console /dev/null 2>&1)
+  echo "last run: $last"
+  sed -n 's/.*first KVM_RUN at \([0-9.]*\) ms.*/\1/p' <<<"$last" |
+    awk '{printf "%-40s %8.1f ms\n", "microrun: VMM start to first KVM_RUN", $1}'
+  sec_memory
+}
+
+# vmm_mem SMAPS: "RSS PSS ANON" in KiB of a VMM process, its guest RAM (the
+# largest mapping) left out. ANON is what each further VM costs; RSS counts
+# the code, which every monitor shares, in full; PSS counts its share.
+vmm_mem() {
+  awk '/^[0-9a-f]+-[0-9a-f]+ / { n++ } /^Size:/ { size[n] = $2 } /^Rss:/ { rss[n] = $2 }
+       /^Pss:/ { pss[n] = $2 } /^Anonymous:/ { anon[n] = $2 }
+       END { g = 1; for (i = 1; i <= n; i++) if (size[i] > size[g]) g = i
+             for (i = 1; i <= n; i++) if (i != g) { r += rss[i]; p += pss[i]; a += anon[i] }
+             print r, p, a }' "$1"
+}
+# last_smaps PID FILE: copies PID's smaps to FILE until PID ends.
+last_smaps() {
+  while kill -0 "$1" 2>/dev/null; do cat "/proc/$1/smaps" > "$2.tmp" 2>/dev/null && tail -1 "$2.tmp" | grep -q "^VmFlags" && mv -f "$2.tmp" "$2"; sleep 0.05; done
+}
+sec_memory() {
+  echo "== VMM memory beside the guest's RAM (KiB: resident, proportional share, private)"
+  local f; f=$(mktemp)
+  qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=off -accel kvm -cpu host -smp 1 -m 256 \
+    -nodefaults -no-user-config -display none -no-reboot \
+    -kernel "$SHARE/vmlinux" -initrd "$SHARE/initramfs.cpio" \
+    -append "console=ttyS0 reboot=t panic=-1 quiet" -serial null &
+  last_smaps $! "$f"; wait
+  printf '%-40s %8d %8d %8d\n' "QEMU -M microvm, booted guest" $(vmm_mem "$f")
+  /mnt/share/bin/microrun vm-boot --console /dev/null 2>/dev/null &
+  last_smaps $! "$f"; wait
+  printf '%-40s %8d %8d %8d\n' "microrun vm-boot, booted guest" $(vmm_mem "$f")
+  # Running containers: the monitor with its agent link, file sharing and
+  # network device; with four, the code's pages are shared four ways.
+  local i pid
+  for n in 1 4; do
+    for i in $(seq $n); do docker run -d --runtime microrun --name bench-mem$i local/busybox sleep 600 >/dev/null; done
+    sleep 2
+    for pid in $(pgrep -f ' monitor --bundle'); do cat "/proc/$pid/smaps" > "$f.$pid"; vmm_mem "$f.$pid"; rm -f "$f.$pid"; done |
+      awk -v n=$n '{ r += $1; p += $2; a += $3 } END { printf "%-40s %8d %8d %8d\n", "microrun container monitor, " n " running", r / NR, p / NR, a / NR }'
+    for i in $(seq $n); do docker rm -f bench-mem$i >/dev/null; done
+  done
+  rm -f "$f"
 }
 
 # Whole containers, next to runc in the same host and run.
