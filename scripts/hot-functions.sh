@@ -7,20 +7,26 @@
 # there across the file kept most of it resident in every monitor. With
 # the used functions packed together, a monitor maps a fraction of it.
 #
-# How: the current build runs a container workload in the emulated test
-# host with fault-around off (tests/e2e/guest/hot-pages.sh); every function
-# that overlaps a code page found mapped is listed, in address order. A
-# stale list is harmless: names no longer in the binary are skipped, new
-# functions land after the listed ones.
+# How: a build of the same sources with every function at the start of a
+# page of its own (same symbol names) runs a container workload in the
+# emulated test host with fault-around off (tests/e2e/guest/hot-pages.sh);
+# a code page found mapped then names the one function that ran there.
+# Those functions are listed in address order. A stale list is harmless:
+# names no longer in the binary are skipped, new functions land after the
+# listed ones.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-mr=$top/target/x86_64-unknown-linux-gnu/release/microrun
+mr=$top/target/hot-profile/x86_64-unknown-linux-gnu/release/microrun
 list=$top/scripts/hot-functions.txt
 share=$top/build/share
 th=$top/tests/e2e/testhost
 
+CARGO_TARGET_DIR=$top/target/hot-profile \
+  RUSTFLAGS='-C target-feature=+crt-static -C llvm-args=-align-all-functions=12' \
+  cargo build --release --bin microrun --target x86_64-unknown-linux-gnu
 bash "$top/tests/e2e/stage.sh" "$share" >/dev/null
-trap 'bash "$th" down' EXIT
+install -m 0755 "$mr" "$share/bin/microrun"
+trap 'bash "$th" down; bash "$top/tests/e2e/stage.sh" "$share" >/dev/null' EXIT
 bash "$th" up "$share"
 pages=$(mktemp)
 bash "$th" run 'bash /mnt/share/e2e/hot-pages.sh' | grep -E '^[0-9a-f]{5,}$' > "$pages"

@@ -88,7 +88,8 @@ pub fn call(socket: &Path, req: &Request, fds: &[RawFd]) -> Result<Response, Ctl
 
 /// Reads one request (and its fds) on the server side.
 pub fn read_request(sock: &UnixStream) -> Result<(Request, Vec<OwnedFd>), CtlError> {
-    let mut buf = vec![0u8; 64 * 1024];
+    // Most requests fit; a longer one (an exec's process) is read on below.
+    let mut buf = vec![0u8; 8 * 1024];
     let (n, fds) = fdpass::recv(sock, &mut buf)?;
     buf.truncate(n);
     if !buf.contains(&b'\n') {
