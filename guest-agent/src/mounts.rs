@@ -93,7 +93,9 @@ pub fn guest_mount(m: &GuestMount) -> Result<(), MountError> {
 
 /// FUSE starts with the default 128 KiB read-ahead; each read request is
 /// a VM exit round trip, so sequential reads go in 1 MiB requests (the
-/// device's max_pages) instead. Best effort: reads work either way.
+/// device's max_pages), four ahead, so that the guest copies out one while
+/// the host fills the next (256 MiB read back in a volume, test host: 490
+/// ms with 1 MiB ahead, 450 with 4). Best effort: reads work either way.
 fn widen_readahead(target: &str) {
     use std::os::unix::fs::MetadataExt;
     if let Ok(meta) = std::fs::metadata(target) {
@@ -107,7 +109,7 @@ fn widen_readahead(target: &str) {
     }
 }
 
-const READAHEAD_KB: &str = "1024";
+const READAHEAD_KB: &str = "4096";
 
 /// The file systems in /proc/filesystems that live on a block device.
 fn block_filesystems(list: &str) -> impl Iterator<Item = &str> {
