@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Which pages of microrun's code a container's monitor runs, for the link
 # order of scripts/hot-functions.sh. Run in the test host as root; prints
-# the file offsets (hex) of the touched code pages, one per line.
+# the file offsets (hex) of the touched code pages, one per line: "B OFF"
+# for those a container that only runs touches (they go first), "A OFF"
+# for those of the whole workload.
 #
 # The kernel maps up to 64 KiB of cached code around each page fault
 # (fault-around), so the pages mapped are not the pages used; with it set
@@ -17,9 +19,10 @@ out=$(mktemp -d)
 trap 'echo "$old" > "$dbg/fault_around_bytes"; docker rm -f hot-a hot-b >/dev/null 2>&1 || true; rm -rf "$out"' EXIT
 echo 4096 > "$dbg/fault_around_bytes"
 
-# snap PID: appends the file offsets of PID's present code pages to $out/pages.
+# snap PID [FILE]: appends the file offsets of PID's present code pages to
+# FILE ($out/pages).
 snap() {
-  local pid=$1 start end off line
+  local pid=$1 to=${2:-$out/pages} start end off line
   line=$(grep -m1 ' r-xp .*microrun$' "/proc/$pid/maps" 2>/dev/null) || return 0
   start=$((16#${line%%-*})); end=${line#*-}; end=$((16#${end%% *}))
   off=$(awk '{print $3}' <<<"$line"); off=$((16#$off))
@@ -27,7 +30,7 @@ snap() {
      skip=$((start / 4096 * 8)) count=$(((end - start) / 4096 * 8)) 2>/dev/null |
     od -An -v -tx8 -w8 |
     awk -v off="$off" '{ if (substr($1, 1, 1) ~ /[89a-f]/) printf "%x\n", off + (NR - 1) * 4096 }' \
-      >> "$out/pages" || true
+      >> "$to" || true
 }
 # watch: snapshots every monitor of a hot-* container until stopped.
 watch() {
@@ -36,11 +39,13 @@ watch() {
     sleep 0.2
   done
 }
+# A container that only runs, before anything else is asked of it.
+docker run -d --runtime microrun --name hot-b local/busybox sleep 600 >/dev/null
+sleep 2; snap "$(pgrep -f ' monitor --bundle' | head -1)" "$out/base"
 watch & watcher=$!
 
 vol=$(mktemp -d)
 docker run -d --runtime microrun --name hot-a -v "$vol:/data" local/busybox sleep 600 >/dev/null
-docker run -d --runtime microrun --name hot-b local/busybox sleep 600 >/dev/null
 docker exec hot-a sh -c 'echo x > /data/f && cat /data/f && ls -l / /data >/dev/null &&
   for i in $(seq 200); do echo $i > /data/n$i; done && rm /data/n* &&
   dd if=/dev/zero of=/tmp/big bs=1M count=8 2>/dev/null && cat /tmp/big > /dev/null && rm /tmp/big &&
@@ -65,4 +70,5 @@ boot=$!
 while kill -0 "$boot" 2>/dev/null; do snap "$boot"; sleep 0.05; done
 kill "$watcher" 2>/dev/null || true
 wait 2>/dev/null || true
-sort -u "$out/pages"
+sort -u "$out/base" | sed 's/^/B /'
+sort -u "$out/base" "$out/pages" | sed 's/^/A /'
