@@ -14,20 +14,24 @@ fn main() {
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs");
 
-    // Only rustc's own lld (the default linker of this target) takes an
-    // ordering file; names the binary no longer has are skipped quietly.
+    // Release builds for this target link with rustc's own lld (its
+    // default linker), which takes both flags.
+    let release_lld = std::env::var("TARGET").is_ok_and(|t| t == "x86_64-unknown-linux-gnu")
+        && std::env::var("PROFILE").is_ok_and(|p| p == "release");
+    if !release_lld {
+        return;
+    }
+    // Relative relocations packed (DT_RELR, glibc 2.36): the static-pie
+    // start-up reads 260 KiB of them otherwise, all kept resident.
+    println!("cargo:rustc-link-arg-bin=microrun=-Wl,-z,pack-relative-relocs");
+    // Names the binary no longer has are skipped quietly.
     let order = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/hot-functions.txt");
     println!("cargo:rerun-if-changed={}", order.display());
-    let lld = std::env::var("TARGET").is_ok_and(|t| t == "x86_64-unknown-linux-gnu")
-        && std::env::var("PROFILE").is_ok_and(|p| p == "release");
-    if lld && order.exists() {
+    if order.exists() {
         println!(
             "cargo:rustc-link-arg-bin=microrun=-Wl,--symbol-ordering-file={}",
             order.display()
         );
         println!("cargo:rustc-link-arg-bin=microrun=-Wl,--no-warn-symbol-ordering");
-        // Relative relocations packed (DT_RELR, glibc 2.36): the static-pie
-        // start-up reads 260 KiB of them otherwise, all kept resident.
-        println!("cargo:rustc-link-arg-bin=microrun=-Wl,-z,pack-relative-relocs");
     }
 }

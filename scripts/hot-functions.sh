@@ -12,9 +12,8 @@
 # emulated test host with fault-around off (tests/e2e/guest/hot-pages.sh);
 # a code page found mapped then names the one function that ran there.
 # Those functions are listed in address order, the ones a container that
-# only runs needs first. A stale list is harmless:
-# names no longer in the binary are skipped, new functions land after the
-# listed ones.
+# only runs needs first. A stale list is harmless: names no longer in the
+# binary are skipped, new functions land after the listed ones.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 mr=$top/target/hot-profile/x86_64-unknown-linux-gnu/release/microrun

@@ -12,13 +12,17 @@ runs=5
 [ -e /run/microrun-bench-setup ] || { bash /mnt/share/e2e/setup.sh >/dev/null && touch /run/microrun-bench-setup; }
 . /mnt/share/e2e/lib.sh
 
+# QEMU -M microvm booting our kernel and initramfs once (the guest reboots
+# at once); the caller adds -serial. An array, not a function, so that a
+# background run's $! is QEMU's own pid.
+QEMU_MICROVM=(qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=off -accel kvm -cpu host -smp 1 -m 256
+  -nodefaults -no-user-config -display none -no-reboot
+  -kernel "$SHARE/vmlinux" -initrd "$SHARE/initramfs.cpio"
+  -append "console=ttyS0 reboot=t panic=-1 quiet")
 qemu_cycle() {
   local log; log=$(mktemp)
   local t0; t0=$(date +%s%N)
-  qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=off -accel kvm -cpu host -smp 1 -m 256 \
-    -nodefaults -no-user-config -display none -no-reboot \
-    -kernel "$SHARE/vmlinux" -initrd "$SHARE/initramfs.cpio" \
-    -append "console=ttyS0 reboot=t panic=-1 quiet" -serial "file:$log"
+  "${QEMU_MICROVM[@]}" -serial "file:$log"
   local t1; t1=$(date +%s%N)
   grep -q "microrun-agent: ready" "$log" || { echo "agent did not start" >&2; cat "$log" >&2; exit 1; }
   rm -f "$log"
@@ -68,10 +72,7 @@ last_smaps() {
 sec_memory() {
   echo "== VMM memory beside the guest's RAM (KiB: resident, proportional share, private)"
   local f; f=$(mktemp)
-  qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=off -accel kvm -cpu host -smp 1 -m 256 \
-    -nodefaults -no-user-config -display none -no-reboot \
-    -kernel "$SHARE/vmlinux" -initrd "$SHARE/initramfs.cpio" \
-    -append "console=ttyS0 reboot=t panic=-1 quiet" -serial null &
+  "${QEMU_MICROVM[@]}" -serial null &
   last_smaps $! "$f"; wait
   printf '%-40s %8d %8d %8d\n' "QEMU -M microvm, booted guest" $(vmm_mem "$f")
   /mnt/share/bin/microrun vm-boot --console /dev/null 2>/dev/null &

@@ -11,7 +11,6 @@
 set -euo pipefail
 # Always: the binary staged last is the one to look at.
 bash /mnt/share/e2e/setup.sh >/dev/null
-. /mnt/share/e2e/lib.sh
 dbg=/sys/kernel/debug
 mountpoint -q "$dbg" || mount -t debugfs none "$dbg"
 old=$(cat "$dbg/fault_around_bytes")
@@ -59,7 +58,7 @@ docker top hot-a >/dev/null
 docker pause hot-a >/dev/null && docker unpause hot-a >/dev/null
 docker update --memory 512m --memory-swap 1g hot-a >/dev/null 2>&1 || true
 docker kill -s USR1 hot-b >/dev/null || true
-sleep 1; snap "$(pgrep -f ' monitor --bundle' | head -1)" || true
+sleep 1
 docker stop -t 2 hot-a hot-b >/dev/null
 docker rm hot-a hot-b >/dev/null
 rm -rf "$vol"
