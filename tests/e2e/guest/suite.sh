@@ -225,13 +225,18 @@ t_docker_volume_live() {
   docker run --rm --runtime microrun -v "$d:/data" local/busybox sh -c 'echo x > /data/f'
   expect_eq "$(cat "$d/f")" "x"
   echo v1 > "$d/changing"
+  : > "$d/grows"
+  # The guest keeps looking at the empty file (so it holds its attributes,
+  # size 0, from under a second ago) until the host has written both files:
+  # an open after the host's write must read it whole, as under runc.
   c=$(docker run -d --runtime microrun -v "$d:/data" local/busybox sh -c \
-    'for i in $(seq 300); do [ -f /data/late ] && [ "$(cat /data/changing)" = v2 ] && cat /data/late && exit 0; sleep 0.1; done; exit 1')
+    'for i in $(seq 300); do stat -c %s /data/grows >/dev/null; [ -f /data/late ] && [ "$(cat /data/changing)" = v2 ] && cat /data/late /data/grows && exit 0; sleep 0.1; done; exit 1')
   sleep 2
   echo late > "$d/late"
+  echo grown > "$d/grows"
   echo v2 > "$d/changing"
   expect_eq "$(docker wait "$c")" "0"
-  expect_eq "$(docker logs "$c")" "late"
+  expect_eq "$(docker logs "$c")" "$(printf 'late\ngrown')"
   docker rm "$c" >/dev/null
   parity -v "$d:/data" --user 1234:5678 local/busybox sh -c 'touch /data/own-$$; stat -c %u:%g /data/own-$$'
   # 64 MiB written in the guest, checked on the host, read back in the guest.
