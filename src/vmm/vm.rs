@@ -497,15 +497,15 @@ impl super::bus::BusDevice for Slot {
 
 /// What the device thread waits on: a queue's ioeventfd, or a device's host fd.
 enum Watch {
-    Queue(Arc<Mutex<MmioTransport>>, usize, EventFd),
-    Host(Arc<Mutex<MmioTransport>>, RawFd),
+    Queue(usize, EventFd),
+    Host(RawFd),
 }
 
 impl Watch {
     fn fd(&self) -> RawFd {
         match self {
-            Watch::Queue(_, _, ev) => ev.as_raw_fd(),
-            Watch::Host(_, fd) => *fd,
+            Watch::Queue(_, ev) => ev.as_raw_fd(),
+            Watch::Host(fd) => *fd,
         }
     }
 }
@@ -599,23 +599,25 @@ fn attach_one(
     let host_fd = t.host_fd();
     let t = Arc::new(Mutex::new(t));
     if let Some(fd) = host_fd {
-        notifiers.push(Watch::Host(t.clone(), fd));
+        notifiers.push(Watch::Host(fd));
     }
     for q in 0..queues {
         let ev = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
         let addr = IoEventAddress::Mmio(base + REG_QUEUE_NOTIFY);
         vm.register_ioevent(&ev, &addr, q as u32)
             .map_err(setup("KVM_IOEVENTFD"))?;
-        notifiers.push(Watch::Queue(t.clone(), q, ev));
+        notifiers.push(Watch::Queue(q, ev));
     }
+    let transport = t.clone();
     let thread = microrun_protocol::threads::builder()
         .name(format!("virtio{i}"))
-        .spawn(move || device_loop(notifiers, stop))
+        .spawn(move || device_loop(&transport, notifiers, stop))
         .map_err(io("spawn device thread"))?;
     Ok((t, thread, format!("4K@{base:#x}:{irq}")))
 }
 
-fn device_loop(notifiers: Vec<Watch>, stop: EventFd) {
+fn device_loop(t: &Mutex<MmioTransport>, notifiers: Vec<Watch>, stop: EventFd) {
+    let lock = || t.lock().unwrap_or_else(|e| e.into_inner());
     let Ok(epoll) = Epoll::new() else { return };
     let stop_token = notifiers.len() as u64;
     for (i, w) in notifiers.iter().enumerate() {
@@ -632,7 +634,15 @@ fn device_loop(notifiers: Vec<Watch>, stop: EventFd) {
     );
     let mut events = vec![EpollEvent::default(); notifiers.len() + 1];
     loop {
-        let n = match epoll.wait(-1, &mut events) {
+        // Wake for the interrupt of deferred used buffers when it is due.
+        let timeout = lock().deadline().map_or(-1, |d| {
+            let ms = d
+                .saturating_duration_since(Instant::now())
+                .as_micros()
+                .div_ceil(1000);
+            i32::try_from(ms).unwrap_or(i32::MAX)
+        });
+        let n = match epoll.wait(timeout, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return,
@@ -643,14 +653,15 @@ fn device_loop(notifiers: Vec<Watch>, stop: EventFd) {
                 return;
             }
             match notifiers.get(token as usize) {
-                Some(Watch::Queue(t, q, fd)) => {
+                Some(Watch::Queue(q, fd)) => {
                     let _ = fd.read();
-                    t.lock().unwrap_or_else(|e| e.into_inner()).notify(*q);
+                    lock().notify(*q);
                 }
-                Some(Watch::Host(t, _)) => t.lock().unwrap_or_else(|e| e.into_inner()).host_event(),
+                Some(Watch::Host(_)) => lock().host_event(),
                 None => {}
             }
         }
+        lock().flush_deferred();
     }
 }
 

@@ -4,6 +4,7 @@
 use super::{DeviceError, VirtioDevice};
 use crate::vmm::bus::BusDevice;
 use crate::vmm::memory::Memory;
+use std::time::{Duration, Instant};
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -24,6 +25,17 @@ pub const STATUS_FAILED: u32 = 0x80;
 pub const INT_USED_BUFFER: u32 = 1;
 pub const INT_CONFIG: u32 = 2;
 
+/// How long used buffers the driver does not wait for may go without an
+/// interrupt; any interrupt before then covers them.
+const DEFER: Duration = Duration::from_millis(5);
+
+/// What a run of the device asks of the interrupt line.
+enum Used {
+    None,
+    Deferrable,
+    Waited,
+}
+
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
     mem: Memory,
@@ -35,6 +47,8 @@ pub struct MmioTransport {
     driver_features: u64,
     queue_sel: u32,
     interrupt_status: u32,
+    /// When the interrupt for deferred used buffers is due.
+    deferred: Option<Instant>,
     config_generation: u32,
     /// Set once the device failed on guest input.
     pub failure: Option<String>,
@@ -63,6 +77,7 @@ impl MmioTransport {
             driver_features: 0,
             queue_sel: 0,
             interrupt_status: 0,
+            deferred: None,
             config_generation: 0,
             failure: None,
             on_failure: None,
@@ -84,7 +99,20 @@ impl MmioTransport {
 
     fn signal(&mut self, bit: u32) {
         self.interrupt_status |= bit;
+        self.deferred = None;
         let _ = self.irq.write(1);
+    }
+
+    /// When [`MmioTransport::flush_deferred`] is due, if anything waits.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deferred
+    }
+
+    /// Sends the interrupt for deferred used buffers once it is due.
+    pub fn flush_deferred(&mut self) {
+        if self.deferred.is_some_and(|d| d <= Instant::now()) {
+            self.signal(INT_USED_BUFFER);
+        }
     }
 
     fn reset(&mut self) {
@@ -94,6 +122,7 @@ impl MmioTransport {
         self.driver_features_sel = 0;
         self.queue_sel = 0;
         self.interrupt_status = 0;
+        self.deferred = None;
         self.failure = None;
         for q in &mut self.queues {
             q.reset();
@@ -117,18 +146,28 @@ impl MmioTransport {
         if self.status & STATUS_DRIVER_OK == 0 || self.status & STATUS_NEEDS_RESET != 0 {
             return;
         }
+        let res = self.run(index);
+        self.finish(res);
+    }
+
+    fn run(&mut self, index: usize) -> Result<Used, DeviceError> {
         let Some(q) = self.queues.get_mut(index) else {
-            return;
+            return Ok(Used::None);
         };
         if !q.ready() {
-            return;
+            return Ok(Used::None);
         }
-        let res = self.device.process(index, q, &self.mem).and_then(|a| {
-            Ok(a | self
-                .device
-                .after_process(index, &mut self.queues, &self.mem)?)
-        });
-        self.finish(res);
+        let used = self.device.process(index, q, &self.mem)?;
+        let replied = self
+            .device
+            .after_process(index, &mut self.queues, &self.mem)?;
+        Ok(if replied || (used && !self.device.can_defer(index)) {
+            Used::Waited
+        } else if used {
+            Used::Deferrable
+        } else {
+            Used::None
+        })
     }
 
     /// Runs the device's host-side work (its `host_fd` became ready).
@@ -137,17 +176,20 @@ impl MmioTransport {
             return;
         }
         let res = self.device.host_event(&mut self.queues, &self.mem);
-        self.finish(res);
+        self.finish(res.map(|used| if used { Used::Waited } else { Used::None }));
     }
 
     pub fn host_fd(&self) -> Option<std::os::fd::RawFd> {
         self.device.host_fd()
     }
 
-    fn finish(&mut self, res: Result<bool, DeviceError>) {
+    fn finish(&mut self, res: Result<Used, DeviceError>) {
         match res {
-            Ok(true) => self.signal(INT_USED_BUFFER),
-            Ok(false) => {}
+            Ok(Used::Waited) => self.signal(INT_USED_BUFFER),
+            Ok(Used::Deferrable) => {
+                self.deferred.get_or_insert_with(|| Instant::now() + DEFER);
+            }
+            Ok(Used::None) => {}
             Err(e) => self.fail(e),
         }
     }
@@ -294,6 +336,71 @@ mod tests {
 
     fn w(t: &mut MmioTransport, off: u64, v: u32) {
         t.write(off, &v.to_le_bytes());
+    }
+
+    /// Uses a buffer on every notify; whether it may wait is set from outside.
+    struct Fake(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl VirtioDevice for Fake {
+        fn device_type(&self) -> u32 {
+            super::super::TYPE_FS
+        }
+        fn queue_max_sizes(&self) -> Vec<u16> {
+            vec![16]
+        }
+        fn features(&self) -> u64 {
+            super::super::VIRTIO_F_VERSION_1
+        }
+        fn read_config(&self, _offset: u64, _data: &mut [u8]) {}
+        fn process(&mut self, _: usize, _: &mut Queue, _: &Memory) -> Result<bool, DeviceError> {
+            Ok(true)
+        }
+        fn can_defer(&self, _index: usize) -> bool {
+            self.0.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn interrupts_for_unwaited_buffers_wait_for_the_next_or_the_deadline() {
+        let defer = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut t =
+            MmioTransport::new(Box::new(Fake(defer.clone())), mem, irq.try_clone().unwrap())
+                .unwrap();
+        let ok = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
+        w(&mut t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+        w(&mut t, 0x24, 1);
+        w(&mut t, 0x20, 1);
+        w(&mut t, 0x70, ok);
+        w(&mut t, 0x38, 16);
+        w(&mut t, 0x80, 0x10_0000);
+        w(&mut t, 0x90, 0x10_1000);
+        w(&mut t, 0xa0, 0x10_2000);
+        w(&mut t, 0x44, 1);
+        w(&mut t, 0x70, ok | STATUS_DRIVER_OK);
+
+        t.notify(0);
+        assert!(irq.read().is_err(), "no interrupt yet");
+        assert_eq!(r(&mut t, 0x60), 0);
+        let due = t.deadline().expect("a deadline");
+        t.notify(0);
+        assert_eq!(t.deadline(), Some(due), "the first deferred buffer sets it");
+        t.flush_deferred();
+        assert!(irq.read().is_err(), "not due yet");
+        std::thread::sleep(DEFER + Duration::from_millis(1));
+        t.flush_deferred();
+        assert_eq!(irq.read().unwrap(), 1);
+        assert_eq!(r(&mut t, 0x60), INT_USED_BUFFER);
+        assert_eq!(t.deadline(), None);
+
+        // A buffer the driver waits for interrupts at once, for both.
+        w(&mut t, 0x64, INT_USED_BUFFER);
+        t.notify(0);
+        assert!(t.deadline().is_some());
+        defer.store(false, std::sync::atomic::Ordering::Relaxed);
+        t.notify(0);
+        assert_eq!(irq.read().unwrap(), 1);
+        assert_eq!(t.deadline(), None, "that interrupt covers the deferred one");
     }
 
     #[test]

@@ -20,7 +20,8 @@ use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
+use vm_memory::{Address, Bytes};
 
 /// Queue 0 is the high-priority queue (FORGET, INTERRUPT), 1 the requests.
 /// Room for a few 1 MiB requests (one page per descriptor) at once.
@@ -46,9 +47,18 @@ impl Caching {
     }
 }
 
+/// Requests the guest does not wait for: FORGET and BATCH_FORGET (on the
+/// high-priority queue, no reply) and RELEASE/RELEASEDIR, which the guest
+/// sends in the background on close.
+const OP_RELEASE: u32 = 18;
+const OP_RELEASEDIR: u32 = 29;
+
 pub struct Fs {
     server: Server<Arc<SharedFs>>,
     config: [u8; TAG_LEN + 4],
+    /// Whether every request of the last `process` was one the guest does
+    /// not wait for.
+    unwaited: bool,
 }
 
 impl Fs {
@@ -83,6 +93,7 @@ impl Fs {
         Ok(Fs {
             server: Server::new(Arc::new(SharedFs::new(fs, caching))),
             config,
+            unwaited: false,
         })
     }
 }
@@ -101,16 +112,24 @@ impl VirtioDevice for Fs {
         read_config_bytes(&self.config, offset, data);
     }
 
+    fn can_defer(&self, _index: usize) -> bool {
+        self.unwaited
+    }
+
     fn process(
         &mut self,
-        _index: usize,
+        index: usize,
         queue: &mut Queue,
         mem: &Memory,
     ) -> Result<bool, DeviceError> {
         let bad = |e: &dyn std::fmt::Display| DeviceError::BadRequest(format!("virtio-fs: {e}"));
         let mut used = false;
+        self.unwaited = true;
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
+            if index != 0 && !matches!(opcode(mem, &chain), Some(OP_RELEASE | OP_RELEASEDIR)) {
+                self.unwaited = false;
+            }
             let reader = Reader::from_descriptor_chain(mem, chain.clone()).map_err(|e| bad(&e))?;
             let writer = VirtioFsWriter::new(mem, chain).map_err(|e| bad(&e))?;
             // File system errors are replies to the guest; an error here is
@@ -124,6 +143,18 @@ impl VirtioDevice for Fs {
         }
         Ok(used)
     }
+}
+
+/// The opcode of the FUSE request a chain starts with (its in-header's
+/// second field), if the first descriptor holds it.
+fn opcode(mem: &Memory, chain: &DescriptorChain<&Memory>) -> Option<u32> {
+    let first = chain.clone().next()?;
+    if first.is_write_only() || first.len() < 8 {
+        return None;
+    }
+    mem.read_obj::<u32>(first.addr().checked_add(4)?)
+        .ok()
+        .map(u32::from_le)
 }
 
 #[cfg(test)]
@@ -153,8 +184,8 @@ mod tests {
         v
     }
 
-    /// Sends one request; returns (error, body) of the reply.
-    fn call(fs: &mut Fs, m: &Memory, req: &[u8]) -> (i32, Vec<u8>) {
+    /// Puts one request on queue `index` and runs the device on it.
+    fn send(fs: &mut Fs, m: &Memory, index: usize, req: &[u8]) -> Result<bool, DeviceError> {
         m.write_slice(req, GuestAddress(IN)).unwrap();
         let vq = MockSplitQueue::new(m, 16);
         vq.build_desc_chain(&[
@@ -163,7 +194,12 @@ mod tests {
         ])
         .unwrap();
         let mut q: Queue = vq.create_queue().unwrap();
-        assert!(fs.process(1, &mut q, m).unwrap());
+        fs.process(index, &mut q, m)
+    }
+
+    /// Sends one request; returns (error, body) of the reply.
+    fn call(fs: &mut Fs, m: &Memory, req: &[u8]) -> (i32, Vec<u8>) {
+        assert!(send(fs, m, 1, req).unwrap());
         let mut out = vec![0u8; 4096];
         m.read_slice(&mut out, GuestAddress(OUT)).unwrap();
         let len = u32::from_le_bytes(out[0..4].try_into().unwrap()) as usize;
@@ -301,6 +337,34 @@ mod tests {
             .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
             .unwrap_or(0);
         (err, node)
+    }
+
+    #[test]
+    fn only_forget_and_release_replies_may_wait_for_an_interrupt() {
+        const OP_FORGET: u32 = 2;
+        const OP_RELEASE: u32 = 18;
+        let d = tempfile::tempdir().unwrap();
+        let m = mem();
+        let (mut fs, node) = with_file(d.path(), &m, b"x");
+        assert!(!fs.can_defer(1), "a LOOKUP is waited for");
+        let (fh, _) = open(&mut fs, &m, node);
+        assert!(!fs.can_defer(1));
+        let mut body = fh.to_le_bytes().to_vec();
+        body.extend([0u8; 16]);
+        let (err, _) = call(&mut fs, &m, &request(OP_RELEASE, node, &body));
+        assert_eq!(err, 0);
+        assert!(fs.can_defer(1), "the guest sends RELEASE in the background");
+        assert!(send(
+            &mut fs,
+            &m,
+            0,
+            &request(OP_FORGET, node, &1u64.to_le_bytes())
+        )
+        .unwrap());
+        assert!(fs.can_defer(0), "FORGET has no reply");
+        // Too short to hold an opcode: nothing is assumed of it.
+        assert!(send(&mut fs, &m, 1, &[0u8; 4]).is_err());
+        assert!(!fs.can_defer(1));
     }
 
     #[test]
