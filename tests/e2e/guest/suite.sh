@@ -91,7 +91,12 @@ t_microrun_vmm_vsock() {
   test ! -e "$sock"
 }
 
-t_docker_echo() { expect_eq "$(docker run --rm --runtime microrun local/busybox echo hi)" "hi"; }
+t_docker_echo() {
+  expect_eq "$(docker run --rm --runtime microrun local/busybox echo hi)" "hi"
+  # The VMM's virtio_mmio.used_only=1 reached the guest kernel's patched
+  # driver: interrupts without status reads (docs/guest-image.md).
+  expect_eq "$(docker run --rm --runtime microrun local/busybox cat /sys/module/virtio_mmio/parameters/used_only)" "Y"
+}
 t_docker_exit_code() { parity local/busybox sh -c 'exit 7'; }
 
 # stdout and stderr stay apart; stdin reaches the workload and EOF ends it.
