@@ -342,7 +342,6 @@ mod tests {
     #[test]
     fn only_forget_and_release_replies_may_wait_for_an_interrupt() {
         const OP_FORGET: u32 = 2;
-        const OP_RELEASE: u32 = 18;
         let d = tempfile::tempdir().unwrap();
         let m = mem();
         let (mut fs, node) = with_file(d.path(), &m, b"x");
