@@ -23,6 +23,7 @@ scenario() {
   echo "start $name" >>"$RESULTS"; sync "$RESULTS"
   t0=$(date +%s.%N)
   touch /tmp/e2e-scenario-start
+  local up0; read -r up0 _ </proc/uptime
   # Each scenario runs in its own shell with a time limit, so a hang fails
   # that scenario instead of the whole suite.
   timeout -k 10 "${E2E_SCENARIO_TIMEOUT:-600}" bash -ec "$(declare -f); $fn" >"$log" 2>&1 </dev/null && rc=0 || rc=$?
@@ -37,6 +38,9 @@ scenario() {
     if unexplained_reset "$name" "$log" && ! grep -q "^rerun $name " "$RESULTS"; then
       verdict=rerun
       echo "rerun $name (a guest reset)" >>"$RESULTS"
+    elif host_stalled "$up0" >>"$log" && ! grep -q "^rerun $name " "$RESULTS"; then
+      verdict=rerun
+      echo "rerun $name (a stall of the test host)" >>"$RESULTS"
     else
       echo "FAIL $name $dt $rc" >>"$RESULTS"
     fi
@@ -58,6 +62,14 @@ unexplained_reset() {
   [ "$1" != raw-cli-guest-reset ] || return 1
   grep -qE "the VM ended (before its agent answered|while the container ran): Reset" "$2" ||
     grep -qs "shutdown exit" $(find /tmp/e2e-consoles -name '*.vmm.log' -newer /tmp/e2e-scenario-start 2>/dev/null) /dev/null
+}
+
+# host_stalled UPTIME: this host's own kernel reported a stall or a bug
+# since UPTIME (a CPU of the emulated host stopped for seconds,
+# docs/testing.md); prints what it said.
+host_stalled() {
+  dmesg | awk -v t="$1" '{ s = $0; sub(/^\[ */, "", s); sub(/\].*/, "", s); if (s + 0 >= t) print }' |
+    grep -E "rcu: INFO: .*detected stall|soft lockup|BUG: " | sed 's/^/test host: /' | grep .
 }
 
 # parity DOCKER_RUN_ARGS...: the same docker run under runc and microrun

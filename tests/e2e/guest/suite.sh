@@ -480,7 +480,7 @@ t_raw_cli_lifecycle() {
   "$MR" create --bundle "$b" e2e-raw <&3 >/tmp/e2e-raw.out 2>&1 &
   local creator=$!
   for _ in $(seq 600); do "$MR" state e2e-raw 2>/dev/null | grep -q '"status": "created"' && break; sleep 0.2; done
-  "$MR" state e2e-raw | grep '"status": "created"'
+  "$MR" state e2e-raw | grep '"status": "created"' || { echo "create said:"; cat /tmp/e2e-raw.out; return 1; }
   "$MR" start e2e-raw
   for _ in $(seq 600); do "$MR" state e2e-raw | grep -q '"status": "stopped"' && break; sleep 0.2; done
   "$MR" state e2e-raw | grep '"status": "stopped"'
