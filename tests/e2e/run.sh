@@ -32,7 +32,9 @@ failed_last() {
 
 declare -A lost=()
 for attempt in 1 2 3 4; do
-  timeout 1500 bash "$here/testhost" up "$share"
+  # A boot that fails (seen once: dockerd never answered) gets one more.
+  timeout 1500 bash "$here/testhost" up "$share" ||
+    { bash "$here/testhost" down; timeout 1500 bash "$here/testhost" up "$share"; }
   rc=0
   timeout 2400 bash "$here/testhost" run "E2E_RESULTS=/mnt/share/e2e-results E2E_ONLY='${E2E_ONLY:-}' bash /mnt/share/e2e/suite.sh" || rc=$?
   [ "$rc" -eq 255 ] || exit "$rc"
