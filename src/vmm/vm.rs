@@ -639,8 +639,14 @@ fn device_loop(t: &Mutex<MmioTransport>, notifiers: Vec<Watch>, stop: EventFd) {
     );
     let mut events = vec![EpollEvent::default(); notifiers.len() + 1];
     loop {
-        // Wake for the interrupt of deferred used buffers when it is due.
-        let timeout = lock().deadline().map_or(-1, |d| {
+        // Sends the interrupt of deferred used buffers if it is due, and
+        // wakes for it when it will be (one lock for both).
+        let deadline = {
+            let mut t = lock();
+            t.flush_deferred();
+            t.deadline()
+        };
+        let timeout = deadline.map_or(-1, |d| {
             let ms = d
                 .saturating_duration_since(Instant::now())
                 .as_micros()
@@ -666,7 +672,6 @@ fn device_loop(t: &Mutex<MmioTransport>, notifiers: Vec<Watch>, stop: EventFd) {
                 None => {}
             }
         }
-        lock().flush_deferred();
     }
 }
 

@@ -31,16 +31,19 @@ scenario() {
   if [ $rc -eq 0 ]; then
     echo "ok $name $dt" >>"$RESULTS"; echo "ok   $name (${dt}s)"
   else
-    local verdict=FAIL
+    local verdict=FAIL why=
     # A guest that triple-faults with nothing on its console is a fault of
-    # this emulated host seen about once in 100-200 VMs (docs/testing.md):
-    # such a scenario runs once more, and the summary names it.
-    if unexplained_reset "$name" "$log" && ! grep -q "^rerun $name " "$RESULTS"; then
+    # this emulated host seen about once in 100-200 VMs, and so is a stall
+    # of the host's own CPUs (docs/testing.md): such a scenario runs once
+    # more, and the summary names it.
+    if unexplained_reset "$name" "$log"; then
+      why="a guest reset"
+    elif host_stalled "$up0" >>"$log"; then
+      why="a stall of the test host"
+    fi
+    if [ -n "$why" ] && ! grep -q "^rerun $name " "$RESULTS"; then
       verdict=rerun
-      echo "rerun $name (a guest reset)" >>"$RESULTS"
-    elif host_stalled "$up0" >>"$log" && ! grep -q "^rerun $name " "$RESULTS"; then
-      verdict=rerun
-      echo "rerun $name (a stall of the test host)" >>"$RESULTS"
+      echo "rerun $name ($why)" >>"$RESULTS"
     else
       echo "FAIL $name $dt $rc" >>"$RESULTS"
     fi

@@ -161,7 +161,7 @@ impl MmioTransport {
         let replied = self
             .device
             .after_process(index, &mut self.queues, &self.mem)?;
-        Ok(if replied || (used && !self.device.can_defer(index)) {
+        Ok(if replied || (used && !self.device.can_defer()) {
             Used::Waited
         } else if used {
             Used::Deferrable
@@ -354,7 +354,7 @@ mod tests {
         fn process(&mut self, _: usize, _: &mut Queue, _: &Memory) -> Result<bool, DeviceError> {
             Ok(true)
         }
-        fn can_defer(&self, _index: usize) -> bool {
+        fn can_defer(&self) -> bool {
             self.0.load(std::sync::atomic::Ordering::Relaxed)
         }
     }

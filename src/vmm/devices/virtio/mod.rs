@@ -44,11 +44,11 @@ pub trait VirtioDevice: Send {
         queue: &mut Queue,
         mem: &Memory,
     ) -> Result<bool, DeviceError>;
-    /// Whether the buffers the last `process` of queue `index` used are
-    /// all ones the driver does not wait for (a FUSE FORGET or a background
-    /// RELEASE): their interrupt may wait a little, for the next one the
-    /// driver does wait for (one interrupt covers every queue of a device).
-    fn can_defer(&self, _index: usize) -> bool {
+    /// Whether the buffers the last `process` used are all ones the driver
+    /// does not wait for (a FUSE FORGET or a background RELEASE): their
+    /// interrupt may wait a little, for the next one the driver does wait
+    /// for (one interrupt covers every queue of a device).
+    fn can_defer(&self) -> bool {
         false
     }
     fn reset(&mut self) {}

@@ -112,7 +112,7 @@ impl VirtioDevice for Fs {
         read_config_bytes(&self.config, offset, data);
     }
 
-    fn can_defer(&self, _index: usize) -> bool {
+    fn can_defer(&self) -> bool {
         self.unwaited
     }
 
@@ -345,14 +345,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let m = mem();
         let (mut fs, node) = with_file(d.path(), &m, b"x");
-        assert!(!fs.can_defer(1), "a LOOKUP is waited for");
+        assert!(!fs.can_defer(), "a LOOKUP is waited for");
         let (fh, _) = open(&mut fs, &m, node);
-        assert!(!fs.can_defer(1));
+        assert!(!fs.can_defer());
         let mut body = fh.to_le_bytes().to_vec();
         body.extend([0u8; 16]);
         let (err, _) = call(&mut fs, &m, &request(OP_RELEASE, node, &body));
         assert_eq!(err, 0);
-        assert!(fs.can_defer(1), "the guest sends RELEASE in the background");
+        assert!(fs.can_defer(), "the guest sends RELEASE in the background");
         assert!(send(
             &mut fs,
             &m,
@@ -360,10 +360,10 @@ mod tests {
             &request(OP_FORGET, node, &1u64.to_le_bytes())
         )
         .unwrap());
-        assert!(fs.can_defer(0), "FORGET has no reply");
+        assert!(fs.can_defer(), "FORGET has no reply");
         // Too short to hold an opcode: nothing is assumed of it.
         assert!(send(&mut fs, &m, 1, &[0u8; 4]).is_err());
-        assert!(!fs.can_defer(1));
+        assert!(!fs.can_defer());
     }
 
     #[test]
