@@ -170,9 +170,15 @@ impl MmioTransport {
         })
     }
 
-    /// Runs the device's host-side work (its `host_fd` became ready).
+    /// Runs the device's host-side work (its `host_fd` became ready). Also
+    /// before the driver runs the device, with no queues: the host fd is
+    /// level-triggered, so what made it ready must be taken (a host client
+    /// of vsock connecting while the guest boots kept the device thread
+    /// spinning for the whole boot).
     pub fn host_event(&mut self) {
         if self.status & STATUS_DRIVER_OK == 0 || self.status & STATUS_NEEDS_RESET != 0 {
+            // Without queues nothing of the guest's is touched: nothing to fail.
+            let _ = self.device.host_event(&mut [], &self.mem);
             return;
         }
         let res = self.device.host_event(&mut self.queues, &self.mem);

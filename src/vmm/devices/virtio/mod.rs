@@ -53,10 +53,13 @@ pub trait VirtioDevice: Send {
     }
     fn reset(&mut self) {}
     /// A host-side fd whose readiness calls [`VirtioDevice::host_event`].
+    /// It is watched level-triggered: `host_event` must leave it not ready
+    /// when it can make no progress, or the device thread spins.
     fn host_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }
     /// Host-side work (e.g. a socket became readable); may use any queue.
+    /// `queues` is empty while the driver is not running the device.
     fn host_event(&mut self, _queues: &mut [Queue], _mem: &Memory) -> Result<bool, DeviceError> {
         Ok(false)
     }

@@ -139,7 +139,12 @@ impl VirtioDevice for Vsock {
         self.muxer.flush_all();
         match queues.get_mut(RX) {
             Some(q) if q.ready() => self.rx(q, mem),
-            _ => Ok(false),
+            // Nowhere to put host data: stop watching for it until the
+            // driver posts RX buffers (`process` of RX resumes).
+            _ => {
+                self.muxer.pause_reads();
+                Ok(false)
+            }
         }
     }
 
@@ -291,6 +296,73 @@ mod tests {
         dev.after_process(TX, &mut queues, &m).unwrap();
         let (rst, _) = read_rx(&m, 0x100_1000);
         assert_eq!((rst.op, rst.src_port), (OP_RST, 9999));
+    }
+
+    fn ready(fd: RawFd) -> bool {
+        use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+        let ep = Epoll::new().unwrap();
+        ep.ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, 0))
+            .unwrap();
+        ep.wait(0, &mut [EpollEvent::default()]).unwrap() > 0
+    }
+
+    #[test]
+    fn a_host_client_before_the_driver_runs_leaves_the_host_fd_quiet() {
+        use super::super::mmio::MmioTransport;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let m: Memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x400_0000)]).unwrap();
+        let irq = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut t = MmioTransport::new(Box::new(Vsock::new(3, &path).unwrap()), m, irq).unwrap();
+        let fd = t.host_fd().unwrap();
+        let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        client.write_all(b"CONNECT 1024\n").unwrap();
+        assert!(ready(fd));
+        // The device thread's epoll is level-triggered: still ready would spin it.
+        t.host_event();
+        assert!(!ready(fd));
+    }
+
+    #[test]
+    fn host_data_without_rx_queue_waits_unwatched_then_flows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let host = UnixListener::bind(dir.path().join("v.sock_52")).unwrap();
+        let mut dev = Vsock::new(3, &path).unwrap();
+        let m: Memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x400_0000)]).unwrap();
+        let rxq = MockSplitQueue::create(&m, GuestAddress(0x10_0000), 16);
+        let txq = MockSplitQueue::create(&m, GuestAddress(0x20_0000), 16);
+        // A connection, then the credit the request did not carry yet.
+        m.write_slice(&hdr(OP_REQUEST, 0).bytes(), GuestAddress(0x200_0000))
+            .unwrap();
+        m.write_slice(&hdr(OP_CREDIT_UPDATE, 0).bytes(), GuestAddress(0x200_1000))
+            .unwrap();
+        txq.build_multiple_desc_chains(&[
+            RawDescriptor::from(Descriptor::new(0x200_0000, HEADER_LEN as u32, 0, 0)),
+            RawDescriptor::from(Descriptor::new(0x200_1000, HEADER_LEN as u32, 0, 0)),
+        ])
+        .unwrap();
+        let mut tx: Queue = txq.create_queue().unwrap();
+        dev.process(TX, &mut tx, &m).unwrap();
+        let (mut conn, _) = host.accept().unwrap();
+
+        conn.write_all(b"late").unwrap();
+        assert!(ready(dev.host_fd().unwrap()));
+        dev.host_event(&mut [], &m).unwrap();
+        assert!(!ready(dev.host_fd().unwrap()));
+
+        let rx_bufs = [0x100_0000u64, 0x100_1000];
+        let descs: Vec<RawDescriptor> = rx_bufs
+            .iter()
+            .map(|a| RawDescriptor::from(Descriptor::new(*a, 4096, WRITE, 0)))
+            .collect();
+        rxq.build_multiple_desc_chains(&descs).unwrap();
+        let mut rx: Queue = rxq.create_queue().unwrap();
+        dev.process(RX, &mut rx, &m).unwrap();
+        let (resp, _) = read_rx(&m, rx_bufs[0]);
+        assert_eq!(resp.op, OP_RESPONSE);
+        let (h, data) = read_rx(&m, rx_bufs[1]);
+        assert_eq!((h.op, data.as_slice()), (OP_RW, &b"late"[..]));
     }
 
     #[test]
