@@ -269,11 +269,12 @@ t_docker_volume_rm_rf() {
   rm -rf "$d"
 }
 
-# open(O_CREAT) of names the guest has not looked up (it asks the host for
-# an exclusive create first, docs/storage.md): an existing file is opened,
-# not replaced; a dangling symlink creates its target; a directory,
-# noclobber, a file in a directory the user may not write and a new name
-# there give what they give under runc. Each runtime gets a fresh volume.
+# Creating names the guest has not looked up (it asks the host for an
+# exclusive create without a lookup first, docs/storage.md): open(O_CREAT)
+# of an existing file opens it, not replaces it; a dangling symlink creates
+# its target; a directory, noclobber, a file in a directory the user may
+# not write and a new name there, mkdir, ln and ln -s onto names that exist
+# give what they give under runc. Each runtime gets a fresh volume.
 create_case_volume() {
   local d; d=$(mktemp -d)
   echo old > "$d/exists"; ln -s tgt "$d/link"; mkdir "$d/dir" "$d/locked"
@@ -288,7 +289,10 @@ t_docker_volume_open_create() {
       cd /data; echo new >> exists; cat exists; echo t > link; cat tgt; ls -l link | cut -c1
       { echo x > dir; } 2>&1; set -C; { echo y > exists; } 2>&1; set +C
       echo more >> locked/mine; cat locked/mine; touch locked/new 2>&1
-      : > fresh; stat -c "%n %s %u" fresh exists tgt' 2>&1)
+      : > fresh; stat -c "%n %s %u" fresh exists tgt
+      mkdir dir 2>&1; mkdir -p dir && echo p-ok; mkdir newdir && ls -ld newdir | cut -c1
+      ln -s x exists 2>&1; ln -s tgt newlink && cat newlink; ln fresh hard && stat -c %h hard
+      mv -n fresh hard; ls' 2>&1)
       host: $(cat "$d/exists" "$d/tgt" "$d/locked/mine" | tr '\n' ' ')/ $(ls "$d" | tr '\n' ' ')")
     rm -rf "$d"
   done
