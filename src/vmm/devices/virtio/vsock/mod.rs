@@ -200,13 +200,19 @@ mod tests {
         (h, d)
     }
 
-    #[test]
-    fn guest_connects_sends_and_receives() {
+    /// A device, a host program listening on host port 52, guest memory.
+    fn listening_on_52() -> (tempfile::TempDir, UnixListener, Vsock, Memory) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.sock");
         let host = UnixListener::bind(dir.path().join("v.sock_52")).unwrap();
-        let mut dev = Vsock::new(3, &path).unwrap();
+        let dev = Vsock::new(3, &path).unwrap();
         let m: Memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x400_0000)]).unwrap();
+        (dir, host, dev, m)
+    }
+
+    #[test]
+    fn guest_connects_sends_and_receives() {
+        let (_dir, host, mut dev, m) = listening_on_52();
 
         // Three RX buffers of 4 KiB, as Linux posts them.
         let rxq = MockSplitQueue::create(&m, GuestAddress(0x10_0000), 16);
@@ -325,11 +331,7 @@ mod tests {
 
     #[test]
     fn host_data_without_rx_queue_waits_unwatched_then_flows() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v.sock");
-        let host = UnixListener::bind(dir.path().join("v.sock_52")).unwrap();
-        let mut dev = Vsock::new(3, &path).unwrap();
-        let m: Memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x400_0000)]).unwrap();
+        let (_dir, host, mut dev, m) = listening_on_52();
         let rxq = MockSplitQueue::create(&m, GuestAddress(0x10_0000), 16);
         let txq = MockSplitQueue::create(&m, GuestAddress(0x20_0000), 16);
         // A connection, then the credit the request did not carry yet.
