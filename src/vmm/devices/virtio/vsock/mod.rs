@@ -200,13 +200,18 @@ mod tests {
         (h, d)
     }
 
+    /// 64 MiB: room for the queues and buffers the tests place.
+    fn guest_memory() -> Memory {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x400_0000)]).unwrap()
+    }
+
     /// A device, a host program listening on host port 52, guest memory.
     fn listening_on_52() -> (tempfile::TempDir, UnixListener, Vsock, Memory) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.sock");
         let host = UnixListener::bind(dir.path().join("v.sock_52")).unwrap();
         let dev = Vsock::new(3, &path).unwrap();
-        let m: Memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x400_0000)]).unwrap();
+        let m = guest_memory();
         (dir, host, dev, m)
     }
 
@@ -270,7 +275,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.sock");
         let mut dev = Vsock::new(3, &path).unwrap();
-        let m: Memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x400_0000)]).unwrap();
+        let m = guest_memory();
         let rxq = MockSplitQueue::create(&m, GuestAddress(0x10_0000), 16);
         rxq.build_multiple_desc_chains(&[
             RawDescriptor::from(Descriptor::new(0x100_0000, 4096, WRITE, 0)),
@@ -317,7 +322,7 @@ mod tests {
         use super::super::mmio::MmioTransport;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.sock");
-        let m: Memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x400_0000)]).unwrap();
+        let m = guest_memory();
         let irq = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let mut t = MmioTransport::new(Box::new(Vsock::new(3, &path).unwrap()), m, irq).unwrap();
         let fd = t.host_fd().unwrap();
@@ -371,7 +376,7 @@ mod tests {
     fn hostile_tx_packets_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let mut dev = Vsock::new(3, &dir.path().join("v.sock")).unwrap();
-        let m: Memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x400_0000)]).unwrap();
+        let m = guest_memory();
         for (h, desc_len) in [
             (hdr(OP_RW, 1 << 30), HEADER_LEN as u32), // payload longer than the chain
             (
