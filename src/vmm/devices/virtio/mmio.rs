@@ -146,8 +146,18 @@ impl MmioTransport {
         if self.status & STATUS_DRIVER_OK == 0 || self.status & STATUS_NEEDS_RESET != 0 {
             return;
         }
-        let res = self.run(index);
-        self.finish(res);
+        let queues = if self.device.notify_serves_all_queues() {
+            0..self.queues.len()
+        } else {
+            index..index + 1
+        };
+        for i in queues {
+            if self.status & STATUS_NEEDS_RESET != 0 {
+                break;
+            }
+            let res = self.run(i);
+            self.finish(res);
+        }
     }
 
     fn run(&mut self, index: usize) -> Result<Used, DeviceError> {
@@ -407,6 +417,62 @@ mod tests {
         t.notify(0);
         assert_eq!(irq.read().unwrap(), 1);
         assert_eq!(t.deadline(), None, "that interrupt covers the deferred one");
+    }
+
+    /// Two queues; notes which ones it was run on.
+    struct Recorder {
+        seen: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+        all: bool,
+    }
+    impl VirtioDevice for Recorder {
+        fn device_type(&self) -> u32 {
+            super::super::TYPE_FS
+        }
+        fn queue_max_sizes(&self) -> Vec<u16> {
+            vec![16, 16]
+        }
+        fn features(&self) -> u64 {
+            super::super::VIRTIO_F_VERSION_1
+        }
+        fn read_config(&self, _offset: u64, _data: &mut [u8]) {}
+        fn process(&mut self, i: usize, _: &mut Queue, _: &Memory) -> Result<bool, DeviceError> {
+            self.seen.lock().unwrap().push(i);
+            Ok(false)
+        }
+        fn notify_serves_all_queues(&self) -> bool {
+            self.all
+        }
+    }
+
+    #[test]
+    fn a_notification_serves_every_queue_only_for_devices_that_ask() {
+        for all in [false, true] {
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
+            let dev = Recorder {
+                seen: seen.clone(),
+                all,
+            };
+            let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+            let mut t = MmioTransport::new(Box::new(dev), mem, irq).unwrap();
+            let ok = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
+            w(&mut t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+            w(&mut t, 0x24, 1);
+            w(&mut t, 0x20, 1);
+            w(&mut t, 0x70, ok);
+            for q in 0..2u32 {
+                w(&mut t, 0x30, q);
+                w(&mut t, 0x38, 16);
+                w(&mut t, 0x80, 0x10_0000 + q * 0x4000);
+                w(&mut t, 0x90, 0x10_1000 + q * 0x4000);
+                w(&mut t, 0xa0, 0x10_2000 + q * 0x4000);
+                w(&mut t, 0x44, 1);
+            }
+            w(&mut t, 0x70, ok | STATUS_DRIVER_OK);
+            t.notify(1);
+            let want: &[usize] = if all { &[0, 1] } else { &[1] };
+            assert_eq!(*seen.lock().unwrap(), want, "all = {all}");
+        }
     }
 
     #[test]

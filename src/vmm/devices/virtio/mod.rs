@@ -51,6 +51,12 @@ pub trait VirtioDevice: Send {
     fn can_defer(&self) -> bool {
         false
     }
+    /// Whether a notification of one queue is the driver's word for all:
+    /// one that adds buffers to a queue without notifying it (virtio-fs's
+    /// FORGET, our guest kernel) counts on the next notification of any.
+    fn notify_serves_all_queues(&self) -> bool {
+        false
+    }
     fn reset(&mut self) {}
     /// A host-side fd whose readiness calls [`VirtioDevice::host_event`].
     /// It is watched level-triggered: `host_event` must leave it not ready

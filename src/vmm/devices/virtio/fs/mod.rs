@@ -116,6 +116,13 @@ impl VirtioDevice for Fs {
         self.unwaited
     }
 
+    /// The guest kernel adds FORGETs (high-priority queue) and background
+    /// RELEASEs without a notification
+    /// (kernel-config/patches/virtio-fs-lazy-kick.patch).
+    fn notify_serves_all_queues(&self) -> bool {
+        true
+    }
+
     fn process(
         &mut self,
         index: usize,
