@@ -143,17 +143,15 @@ impl MmioTransport {
     /// Runs the device on a queue the driver notified (from an MMIO write
     /// or an ioeventfd).
     pub fn notify(&mut self, index: usize) {
-        if self.status & STATUS_DRIVER_OK == 0 || self.status & STATUS_NEEDS_RESET != 0 {
-            return;
-        }
         let queues = if self.device.notify_serves_all_queues() {
             0..self.queues.len()
         } else {
             index..index + 1
         };
         for i in queues {
-            if self.status & STATUS_NEEDS_RESET != 0 {
-                break;
+            // A queue the device failed on stops the rest.
+            if self.status & STATUS_DRIVER_OK == 0 || self.status & STATUS_NEEDS_RESET != 0 {
+                return;
             }
             let res = self.run(i);
             self.finish(res);
@@ -354,6 +352,25 @@ mod tests {
         t.write(off, &v.to_le_bytes());
     }
 
+    /// Negotiates VERSION_1, sets up the first `queues` queues (16 entries
+    /// each) and sets DRIVER_OK, as a driver does.
+    fn driver_ok(t: &mut MmioTransport, queues: u32) {
+        let ok = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
+        w(t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+        w(t, 0x24, 1);
+        w(t, 0x20, 1);
+        w(t, 0x70, ok);
+        for q in 0..queues {
+            w(t, 0x30, q);
+            w(t, 0x38, 16);
+            w(t, 0x80, 0x10_0000 + q * 0x4000);
+            w(t, 0x90, 0x10_1000 + q * 0x4000);
+            w(t, 0xa0, 0x10_2000 + q * 0x4000);
+            w(t, 0x44, 1);
+        }
+        w(t, 0x70, ok | STATUS_DRIVER_OK);
+    }
+
     /// Uses a buffer on every notify; whether it may wait is set from outside.
     struct Fake(std::sync::Arc<std::sync::atomic::AtomicBool>);
     impl VirtioDevice for Fake {
@@ -383,17 +400,7 @@ mod tests {
         let mut t =
             MmioTransport::new(Box::new(Fake(defer.clone())), mem, irq.try_clone().unwrap())
                 .unwrap();
-        let ok = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
-        w(&mut t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
-        w(&mut t, 0x24, 1);
-        w(&mut t, 0x20, 1);
-        w(&mut t, 0x70, ok);
-        w(&mut t, 0x38, 16);
-        w(&mut t, 0x80, 0x10_0000);
-        w(&mut t, 0x90, 0x10_1000);
-        w(&mut t, 0xa0, 0x10_2000);
-        w(&mut t, 0x44, 1);
-        w(&mut t, 0x70, ok | STATUS_DRIVER_OK);
+        driver_ok(&mut t, 1);
 
         t.notify(0);
         assert!(irq.read().is_err(), "no interrupt yet");
@@ -455,20 +462,7 @@ mod tests {
             };
             let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
             let mut t = MmioTransport::new(Box::new(dev), mem, irq).unwrap();
-            let ok = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
-            w(&mut t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
-            w(&mut t, 0x24, 1);
-            w(&mut t, 0x20, 1);
-            w(&mut t, 0x70, ok);
-            for q in 0..2u32 {
-                w(&mut t, 0x30, q);
-                w(&mut t, 0x38, 16);
-                w(&mut t, 0x80, 0x10_0000 + q * 0x4000);
-                w(&mut t, 0x90, 0x10_1000 + q * 0x4000);
-                w(&mut t, 0xa0, 0x10_2000 + q * 0x4000);
-                w(&mut t, 0x44, 1);
-            }
-            w(&mut t, 0x70, ok | STATUS_DRIVER_OK);
+            driver_ok(&mut t, 2);
             t.notify(1);
             let want: &[usize] = if all { &[0, 1] } else { &[1] };
             assert_eq!(*seen.lock().unwrap(), want, "all = {all}");
