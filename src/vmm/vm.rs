@@ -7,6 +7,7 @@ use super::devices::virtio::blk::Block;
 use super::devices::virtio::fs::{Caching, Fs};
 use super::devices::virtio::mmio::{MmioTransport, REG_QUEUE_NOTIFY};
 use super::devices::virtio::net::Net;
+use super::devices::virtio::poll::PollWindow;
 use super::devices::virtio::rng::Rng;
 use super::devices::virtio::vsock::Vsock;
 use super::devices::virtio::VirtioDevice;
@@ -638,7 +639,10 @@ fn device_loop(t: &Mutex<MmioTransport>, notifiers: Vec<Watch>, stop: EventFd) {
         EpollEvent::new(EventSet::IN, stop_token),
     );
     let mut events = vec![EpollEvent::default(); notifiers.len() + 1];
+    let mut window = lock().poll_window().map(PollWindow::new);
+    let mut last_served = Instant::now();
     loop {
+        let mut notified = false;
         // Sends the interrupt of deferred used buffers if it is due, and
         // wakes for it when it will be (one lock for both).
         let deadline = {
@@ -666,12 +670,50 @@ fn device_loop(t: &Mutex<MmioTransport>, notifiers: Vec<Watch>, stop: EventFd) {
             match notifiers.get(token as usize) {
                 Some(Watch::Queue(q, fd)) => {
                     let _ = fd.read();
+                    if let Some(w) = window.as_mut().filter(|_| !notified) {
+                        w.notified_after(last_served.elapsed());
+                    }
                     lock().notify(*q);
+                    notified = true;
                 }
                 Some(Watch::Host(_)) => lock().host_event(),
                 None => {}
             }
         }
+        if notified {
+            last_served = match window.map(|w| w.get()).filter(|w| !w.is_zero()) {
+                Some(w) => poll(t, w),
+                None => Instant::now(),
+            };
+        }
+    }
+}
+
+/// Serves the queues, their notifications off, until none got a buffer
+/// for `window`; the deferred interrupt still goes when due. Returns when
+/// the last buffer was served.
+fn poll(t: &Mutex<MmioTransport>, window: Duration) -> Instant {
+    let lock = || t.lock().unwrap_or_else(|e| e.into_inner());
+    lock().set_notifications(false);
+    let mut idle_since = Instant::now();
+    loop {
+        let served = {
+            let mut t = lock();
+            t.flush_deferred();
+            t.serve_all()
+        };
+        if served {
+            idle_since = Instant::now();
+        } else if idle_since.elapsed() >= window {
+            // A buffer added before the driver saw notifications back on
+            // would get none: keep polling for it.
+            if !lock().set_notifications(true) {
+                return idle_since;
+            }
+            lock().set_notifications(false);
+            idle_since = Instant::now();
+        }
+        std::hint::spin_loop();
     }
 }
 

@@ -4,8 +4,10 @@
 use super::{DeviceError, VirtioDevice};
 use crate::vmm::bus::BusDevice;
 use crate::vmm::memory::Memory;
+use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
 pub const MAGIC: u32 = 0x7472_6976; // "virt"
@@ -24,6 +26,8 @@ pub const STATUS_FAILED: u32 = 0x80;
 
 pub const INT_USED_BUFFER: u32 = 1;
 pub const INT_CONFIG: u32 = 2;
+
+const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 /// How long used buffers the driver does not wait for may go without an
 /// interrupt; any interrupt before then covers them.
@@ -143,19 +147,64 @@ impl MmioTransport {
     /// Runs the device on a queue the driver notified (from an MMIO write
     /// or an ioeventfd).
     pub fn notify(&mut self, index: usize) {
-        let queues = if self.device.notify_serves_all_queues() {
-            0..self.queues.len()
+        if self.device.notify_serves_all_queues() {
+            self.serve(0..self.queues.len());
         } else {
-            index..index + 1
-        };
+            self.serve(index..index + 1);
+        }
+    }
+
+    /// Serves every queue; whether any buffer was used.
+    pub fn serve_all(&mut self) -> bool {
+        self.serve(0..self.queues.len())
+    }
+
+    fn serve(&mut self, queues: std::ops::Range<usize>) -> bool {
+        let mut used = false;
         for i in queues {
             // A queue the device failed on stops the rest.
-            if self.status & STATUS_DRIVER_OK == 0 || self.status & STATUS_NEEDS_RESET != 0 {
-                return;
+            if !self.running() {
+                break;
             }
             let res = self.run(i);
+            used |= matches!(res, Ok(Used::Waited | Used::Deferrable));
             self.finish(res);
         }
+        used
+    }
+
+    fn running(&self) -> bool {
+        self.status & STATUS_DRIVER_OK != 0 && self.status & STATUS_NEEDS_RESET == 0
+    }
+
+    /// How long to poll the queues after serving them, if the device asks.
+    pub fn poll_window(&self) -> Option<Duration> {
+        self.device.poll_window()
+    }
+
+    /// Turns the driver's notifications of the ready queues off or on;
+    /// turning them on answers whether buffers came while they were off.
+    pub fn set_notifications(&mut self, on: bool) -> bool {
+        if !self.running() {
+            return false;
+        }
+        let mut pending = false;
+        let mut err = None;
+        for q in self.queues.iter_mut().filter(|q| q.ready()) {
+            let res = if on {
+                q.enable_notification(&self.mem)
+            } else {
+                q.disable_notification(&self.mem).map(|()| false)
+            };
+            match res {
+                Ok(p) => pending |= p,
+                Err(e) => err = Some(e),
+            }
+        }
+        if let Some(e) = err {
+            self.fail(e.into());
+        }
+        pending
     }
 
     fn run(&mut self, index: usize) -> Result<Used, DeviceError> {
@@ -169,6 +218,9 @@ impl MmioTransport {
         let replied = self
             .device
             .after_process(index, &mut self.queues, &self.mem)?;
+        if !replied && used && self.interrupts_off(index) {
+            return Ok(Used::None);
+        }
         Ok(if replied || (used && !self.device.can_defer()) {
             Used::Waited
         } else if used {
@@ -178,13 +230,27 @@ impl MmioTransport {
         })
     }
 
+    /// Whether the driver turned off the interrupts of queue `index`
+    /// (VRING_AVAIL_F_NO_INTERRUPT) while it polls the used ring. Read
+    /// after the used index is written: a driver turning them back on
+    /// then finds the buffers by itself.
+    fn interrupts_off(&self, index: usize) -> bool {
+        let Some(q) = self.queues.get(index) else {
+            return false;
+        };
+        fence(Ordering::SeqCst);
+        self.mem
+            .load::<u16>(GuestAddress(q.avail_ring()), Ordering::Acquire)
+            .is_ok_and(|f| u16::from_le(f) & VRING_AVAIL_F_NO_INTERRUPT != 0)
+    }
+
     /// Runs the device's host-side work (its `host_fd` became ready). Also
     /// before the driver runs the device, with no queues: the host fd is
     /// level-triggered, so what made it ready must be taken (a host client
     /// of vsock connecting while the guest boots kept the device thread
     /// spinning for the whole boot).
     pub fn host_event(&mut self) {
-        if self.status & STATUS_DRIVER_OK == 0 || self.status & STATUS_NEEDS_RESET != 0 {
+        if !self.running() {
             // Without queues nothing of the guest's is touched: nothing to fail.
             let _ = self.device.host_event(&mut [], &self.mem);
             return;
@@ -330,6 +396,7 @@ impl BusDevice for MmioTransport {
 mod tests {
     use super::super::rng::Rng;
     use super::*;
+    use vm_memory::{Address, Bytes};
     use vm_memory::{GuestAddress, GuestMemoryMmap};
 
     fn transport() -> MmioTransport {
@@ -424,6 +491,38 @@ mod tests {
         t.notify(0);
         assert_eq!(irq.read().unwrap(), 1);
         assert_eq!(t.deadline(), None, "that interrupt covers the deferred one");
+    }
+
+    #[test]
+    fn a_driver_polling_its_queue_gets_no_interrupt_and_a_polling_device_no_notification() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let never = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut t =
+            MmioTransport::new(Box::new(Fake(never)), mem.clone(), irq.try_clone().unwrap())
+                .unwrap();
+        driver_ok(&mut t, 1);
+        let (avail, used) = (GuestAddress(0x10_1000), GuestAddress(0x10_2000));
+
+        mem.write_obj(VRING_AVAIL_F_NO_INTERRUPT.to_le(), avail)
+            .unwrap();
+        t.notify(0);
+        assert!(irq.read().is_err(), "the driver turned interrupts off");
+        assert_eq!(t.deadline(), None);
+        mem.write_obj(0u16, avail).unwrap();
+        t.notify(0);
+        assert_eq!(irq.read().unwrap(), 1);
+
+        assert!(!t.set_notifications(false));
+        assert_eq!(
+            mem.read_obj::<u16>(used).unwrap(),
+            1,
+            "VRING_USED_F_NO_NOTIFY"
+        );
+        // The driver adds a buffer meanwhile, without notifying.
+        mem.write_obj(1u16.to_le(), avail.unchecked_add(2)).unwrap();
+        assert!(t.set_notifications(true), "the buffer is found");
+        assert_eq!(mem.read_obj::<u16>(used).unwrap(), 0);
     }
 
     /// Two queues; notes which ones it was run on.

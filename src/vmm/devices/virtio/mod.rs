@@ -5,6 +5,7 @@ pub mod blk;
 pub mod fs;
 pub mod mmio;
 pub mod net;
+pub mod poll;
 pub mod rng;
 pub mod vsock;
 
@@ -56,6 +57,12 @@ pub trait VirtioDevice: Send {
     /// FORGET, our guest kernel) counts on the next notification of any.
     fn notify_serves_all_queues(&self) -> bool {
         false
+    }
+    /// The longest the device thread keeps polling the queues, their
+    /// notifications off, after serving one (see [`poll`]): a driver whose
+    /// next buffer comes within it spends no VM exit notifying it.
+    fn poll_window(&self) -> Option<std::time::Duration> {
+        None
     }
     fn reset(&mut self) {}
     /// A host-side fd whose readiness calls [`VirtioDevice::host_event`].

@@ -27,6 +27,13 @@ use vm_memory::{Address, Bytes};
 /// Room for a few 1 MiB requests (one page per descriptor) at once.
 const QUEUE_SIZE: u16 = 1024;
 const TAG_LEN: usize = 36;
+/// The guest polls for an answer for up to 2 ms before it sleeps
+/// (kernel-config/patches/virtio-fs-poll-for-answers.patch), and a program
+/// that works through files sends its next request soon after: polling as
+/// long spares both the notification and the interrupt, a VM exit each.
+/// Both windows adapt below that (`virtio::poll`); 2 ms is what a create
+/// in an overlay rootfs takes in the nested, emulated test host.
+const POLL: Duration = Duration::from_millis(2);
 /// How long the guest may trust what it was told of a tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Caching {
@@ -121,6 +128,10 @@ impl VirtioDevice for Fs {
     /// (kernel-config/patches/virtio-fs-lazy-kick.patch).
     fn notify_serves_all_queues(&self) -> bool {
         true
+    }
+
+    fn poll_window(&self) -> Option<Duration> {
+        Some(POLL)
     }
 
     fn process(
