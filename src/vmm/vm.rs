@@ -639,7 +639,17 @@ fn device_loop(t: &Mutex<MmioTransport>, notifiers: Vec<Watch>, stop: EventFd) {
         EpollEvent::new(EventSet::IN, stop_token),
     );
     let mut events = vec![EpollEvent::default(); notifiers.len() + 1];
-    let mut window = lock().poll_window().map(PollWindow::new);
+    // A device that polls looks at the stop event alone while it does.
+    let mut window = None;
+    if let Some(max) = lock().poll_window() {
+        let Ok(set) = Epoll::new() else { return };
+        let _ = set.ctl(
+            ControlOperation::Add,
+            stop.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, 0),
+        );
+        window = Some((PollWindow::new(max), set));
+    }
     let mut last_served = Instant::now();
     loop {
         let mut notified = false;
@@ -670,7 +680,7 @@ fn device_loop(t: &Mutex<MmioTransport>, notifiers: Vec<Watch>, stop: EventFd) {
             match notifiers.get(token as usize) {
                 Some(Watch::Queue(q, fd)) => {
                     let _ = fd.read();
-                    if let Some(w) = window.as_mut().filter(|_| !notified) {
+                    if let Some((w, _)) = window.as_mut().filter(|_| !notified) {
                         w.notified_after(last_served.elapsed());
                     }
                     lock().notify(*q);
@@ -681,22 +691,36 @@ fn device_loop(t: &Mutex<MmioTransport>, notifiers: Vec<Watch>, stop: EventFd) {
             }
         }
         if notified {
-            last_served = match window.map(|w| w.get()).filter(|w| !w.is_zero()) {
-                Some(w) => poll(t, w),
+            last_served = match window.as_ref().filter(|(w, _)| !w.get().is_zero()) {
+                Some((w, stop)) => match poll(t, w.get(), stop) {
+                    Some(at) => at,
+                    None => return,
+                },
                 None => Instant::now(),
             };
         }
     }
 }
 
+/// How many rounds of polling go between two looks at the stop event.
+const POLL_STOP_EVERY: u32 = 256;
+
 /// Serves the queues, their notifications off, until none got a buffer
 /// for `window`; the deferred interrupt still goes when due. Returns when
-/// the last buffer was served.
-fn poll(t: &Mutex<MmioTransport>, window: Duration) -> Instant {
+/// the last buffer was served, or None once `stop` (an epoll set holding
+/// the stop event) is ready: a guest that keeps the queues busy must not
+/// keep the VM from ending.
+fn poll(t: &Mutex<MmioTransport>, window: Duration, stop: &Epoll) -> Option<Instant> {
     let lock = || t.lock().unwrap_or_else(|e| e.into_inner());
     lock().set_notifications(false);
     let mut idle_since = Instant::now();
+    let mut ev = [EpollEvent::default()];
+    let mut round = 0u32;
     loop {
+        round = round.wrapping_add(1);
+        if round.is_multiple_of(POLL_STOP_EVERY) && stop.wait(0, &mut ev).is_ok_and(|n| n > 0) {
+            return None;
+        }
         let served = {
             let mut t = lock();
             t.flush_deferred();
@@ -708,7 +732,7 @@ fn poll(t: &Mutex<MmioTransport>, window: Duration) -> Instant {
             // A buffer added before the driver saw notifications back on
             // would get none: keep polling for it.
             if !lock().set_notifications(true) {
-                return idle_since;
+                return Some(idle_since);
             }
             lock().set_notifications(false);
             idle_since = Instant::now();
@@ -782,6 +806,64 @@ fn guest_rss(smaps: &str, starts: &[u64]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vmm::devices::virtio::mmio::tests::driver_ok;
+    use crate::vmm::devices::virtio::DeviceError;
+    use virtio_queue::Queue;
+
+    /// A guest that never lets the queue go idle: every run uses a buffer.
+    struct Busy;
+    impl VirtioDevice for Busy {
+        fn device_type(&self) -> u32 {
+            crate::vmm::devices::virtio::TYPE_FS
+        }
+        fn queue_max_sizes(&self) -> Vec<u16> {
+            vec![16]
+        }
+        fn features(&self) -> u64 {
+            crate::vmm::devices::virtio::VIRTIO_F_VERSION_1
+        }
+        fn read_config(&self, _offset: u64, _data: &mut [u8]) {}
+        fn process(&mut self, _: usize, _: &mut Queue, _: &Memory) -> Result<bool, DeviceError> {
+            Ok(true)
+        }
+        fn poll_window(&self) -> Option<Duration> {
+            Some(Duration::from_secs(1))
+        }
+    }
+
+    #[test]
+    fn a_device_thread_polling_a_busy_queue_still_stops() {
+        let mem =
+            vm_memory::GuestMemoryMmap::from_ranges(&[(vm_memory::GuestAddress(0), 0x100_0000)])
+                .unwrap();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut t = MmioTransport::new(Box::new(Busy), mem.clone(), irq).unwrap();
+        driver_ok(&mut t, 1);
+        let t = Arc::new(Mutex::new(t));
+        let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let stop = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let watches = vec![Watch::Queue(0, kick.try_clone().unwrap())];
+        let (done_tx, done) = mpsc::channel();
+        let (t2, stop2) = (t.clone(), stop.try_clone().unwrap());
+        std::thread::spawn(move || {
+            device_loop(&t2, watches, stop2);
+            let _ = done_tx.send(());
+        });
+        kick.write(1).unwrap();
+        // The thread is polling (the queue's notifications are off) ...
+        let used_flags = vm_memory::GuestAddress(0x10_2000);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if vm_memory::Bytes::read_obj::<u16>(&mem, used_flags).unwrap() == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // ... and never idle, yet it ends when told to.
+        stop.write(1).unwrap();
+        done.recv_timeout(Duration::from_secs(10))
+            .expect("the device thread stopped");
+    }
 
     #[test]
     fn virtio_devices_get_distinct_lines_and_never_the_rtcs() {

@@ -393,7 +393,7 @@ impl BusDevice for MmioTransport {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::rng::Rng;
     use super::*;
     use vm_memory::{Address, Bytes};
@@ -421,7 +421,7 @@ mod tests {
 
     /// Negotiates VERSION_1, sets up the first `queues` queues (16 entries
     /// each) and sets DRIVER_OK, as a driver does.
-    fn driver_ok(t: &mut MmioTransport, queues: u32) {
+    pub(crate) fn driver_ok(t: &mut MmioTransport, queues: u32) {
         let ok = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
         w(t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
         w(t, 0x24, 1);
