@@ -639,17 +639,7 @@ fn device_loop(t: &Mutex<MmioTransport>, notifiers: Vec<Watch>, stop: EventFd) {
         EpollEvent::new(EventSet::IN, stop_token),
     );
     let mut events = vec![EpollEvent::default(); notifiers.len() + 1];
-    // A device that polls looks at the stop event alone while it does.
-    let mut window = None;
-    if let Some(max) = lock().poll_window() {
-        let Ok(set) = Epoll::new() else { return };
-        let _ = set.ctl(
-            ControlOperation::Add,
-            stop.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, 0),
-        );
-        window = Some((PollWindow::new(max), set));
-    }
+    let mut window = lock().poll_window().map(PollWindow::new);
     let mut last_served = Instant::now();
     loop {
         let mut notified = false;
@@ -680,7 +670,7 @@ fn device_loop(t: &Mutex<MmioTransport>, notifiers: Vec<Watch>, stop: EventFd) {
             match notifiers.get(token as usize) {
                 Some(Watch::Queue(q, fd)) => {
                     let _ = fd.read();
-                    if let Some((w, _)) = window.as_mut().filter(|_| !notified) {
+                    if let Some(w) = window.as_mut().filter(|_| !notified) {
                         w.notified_after(last_served.elapsed());
                     }
                     lock().notify(*q);
@@ -691,8 +681,14 @@ fn device_loop(t: &Mutex<MmioTransport>, notifiers: Vec<Watch>, stop: EventFd) {
             }
         }
         if notified {
-            last_served = match window.as_ref().filter(|(w, _)| !w.get().is_zero()) {
-                Some((w, stop)) => match poll(t, w.get(), stop) {
+            // Level-triggered: a look without waiting takes nothing away.
+            let mut stopped = || {
+                epoll
+                    .wait(0, &mut events)
+                    .is_ok_and(|n| events[..n].iter().any(|e| e.data() == stop_token))
+            };
+            last_served = match window.map(|w| w.get()).filter(|w| !w.is_zero()) {
+                Some(w) => match poll(t, w, &mut stopped) {
                     Some(at) => at,
                     None => return,
                 },
@@ -707,18 +703,20 @@ const POLL_STOP_EVERY: u32 = 256;
 
 /// Serves the queues, their notifications off, until none got a buffer
 /// for `window`; the deferred interrupt still goes when due. Returns when
-/// the last buffer was served, or None once `stop` (an epoll set holding
-/// the stop event) is ready: a guest that keeps the queues busy must not
-/// keep the VM from ending.
-fn poll(t: &Mutex<MmioTransport>, window: Duration, stop: &Epoll) -> Option<Instant> {
+/// the last buffer was served, or None once `stopped` says so: a guest
+/// that keeps the queues busy must not keep the VM from ending.
+fn poll(
+    t: &Mutex<MmioTransport>,
+    window: Duration,
+    stopped: &mut dyn FnMut() -> bool,
+) -> Option<Instant> {
     let lock = || t.lock().unwrap_or_else(|e| e.into_inner());
     lock().set_notifications(false);
     let mut idle_since = Instant::now();
-    let mut ev = [EpollEvent::default()];
     let mut round = 0u32;
     loop {
         round = round.wrapping_add(1);
-        if round.is_multiple_of(POLL_STOP_EVERY) && stop.wait(0, &mut ev).is_ok_and(|n| n > 0) {
+        if round.is_multiple_of(POLL_STOP_EVERY) && stopped() {
             return None;
         }
         let served = {

@@ -148,7 +148,7 @@ impl MmioTransport {
     /// or an ioeventfd).
     pub fn notify(&mut self, index: usize) {
         if self.device.notify_serves_all_queues() {
-            self.serve(0..self.queues.len());
+            self.serve_all();
         } else {
             self.serve(index..index + 1);
         }
@@ -396,8 +396,7 @@ impl BusDevice for MmioTransport {
 pub(crate) mod tests {
     use super::super::rng::Rng;
     use super::*;
-    use vm_memory::{Address, Bytes};
-    use vm_memory::{GuestAddress, GuestMemoryMmap};
+    use vm_memory::{Address, GuestMemoryMmap};
 
     fn transport() -> MmioTransport {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
