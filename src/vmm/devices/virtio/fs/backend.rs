@@ -11,6 +11,9 @@
 //!   listing is therefore read whole when the guest starts at offset 0 and
 //!   served from memory by index, as libfuse's high-level API does; beyond
 //!   a memory budget it falls back to the passthrough's positional reads.
+//!   The listing is read from a directory fd of our own: the passthrough's
+//!   READDIR looks every entry up on the host (open, stat, close) only to
+//!   give its node id as d_ino, which a READDIRPLUS then did again.
 
 use super::keep_cache::Stamps;
 use super::Caching;
@@ -20,9 +23,14 @@ use fuse_backend_rs::api::filesystem::{
     SetattrValid, ZeroCopyReader, ZeroCopyWriter,
 };
 use fuse_backend_rs::passthrough::PassthroughFs;
+use nix::dir::{Dir, Type};
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +48,7 @@ const LISTINGS_BUDGET: usize = 64 << 20;
 const ITEM_OVERHEAD: usize = std::mem::size_of::<Item>();
 
 type Inode = u64;
+const ROOT: Inode = fuse_backend_rs::api::filesystem::ROOT_ID;
 type Handle = u64;
 
 struct Item {
@@ -69,21 +78,76 @@ impl Listings {
     }
 }
 
+/// The share's root, to open directories beneath it for listings.
+struct Root {
+    fd: OwnedFd,
+    /// The root as /proc/self/fd shows it, which paths of inodes start with.
+    path: PathBuf,
+}
+
 pub struct SharedFs {
     inner: PassthroughFs,
+    /// None when the root cannot be opened or named: listings then come
+    /// from the passthrough.
+    root: Option<Root>,
     listings: Mutex<Listings>,
     stamps: Stamps,
     caching: Caching,
 }
 
 impl SharedFs {
-    pub fn new(inner: PassthroughFs, caching: Caching) -> SharedFs {
+    /// `inner` must serve `root` and have been imported.
+    pub fn new(inner: PassthroughFs, root: &Path, caching: Caching) -> SharedFs {
+        let root = nix::fcntl::open(
+            root,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .and_then(|fd| {
+            // SAFETY: open returned a new fd that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let path = inner.readlinkat_proc_file(ROOT).ok()?;
+            Some(Root { fd, path })
+        });
         SharedFs {
             inner,
+            root,
             listings: Mutex::new(Listings::default()),
             stamps: Stamps::default(),
             caching,
         }
+    }
+
+    /// The directory `inode` opened for reading, found by its path beneath
+    /// the root and checked to be the same directory: a path can change
+    /// under a guest that renames, and resolving it follows no symlink and
+    /// never leaves the root. None if any of that fails.
+    fn open_dir(&self, ctx: &Context, inode: Inode) -> Option<Dir> {
+        let root = self.root.as_ref()?;
+        let path = self.inner.readlinkat_proc_file(inode).ok()?;
+        let rel = path.strip_prefix(&root.path).ok()?;
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            );
+        let fd = openat2(root.fd.as_raw_fd(), rel, how).ok()?;
+        // SAFETY: openat2 returned a new fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).ok()?;
+        let (want, _) = self.inner.getattr(ctx, inode, None).ok()?;
+        if (st.st_dev, st.st_ino) != (want.st_dev, want.st_ino) {
+            return None;
+        }
+        Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)).ok()
     }
 
     fn listings(&self) -> std::sync::MutexGuard<'_, Listings> {
@@ -129,6 +193,28 @@ impl SharedFs {
             items: Vec::new(),
             bytes: 0,
         };
+        if let Some(mut dir) = self.open_dir(ctx, inode) {
+            for entry in dir.iter() {
+                let entry = entry.map_err(io::Error::from)?;
+                let name = entry.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                listing.bytes += ITEM_OVERHEAD + name.len();
+                if listing.bytes > room {
+                    return Ok(None);
+                }
+                listing.items.push(Item {
+                    ino: entry.ino(),
+                    type_: entry
+                        .file_type()
+                        .map_or(libc::DT_UNKNOWN, dirent_type)
+                        .into(),
+                    name: name.to_vec(),
+                });
+            }
+            return Ok(Some(listing));
+        }
         let mut offset = 0;
         loop {
             let before = listing.items.len();
@@ -150,6 +236,18 @@ impl SharedFs {
                 return Ok(Some(listing));
             }
         }
+    }
+}
+
+fn dirent_type(t: Type) -> u8 {
+    match t {
+        Type::Fifo => libc::DT_FIFO,
+        Type::CharacterDevice => libc::DT_CHR,
+        Type::Directory => libc::DT_DIR,
+        Type::BlockDevice => libc::DT_BLK,
+        Type::File => libc::DT_REG,
+        Type::Symlink => libc::DT_LNK,
+        Type::Socket => libc::DT_SOCK,
     }
 }
 

@@ -98,7 +98,7 @@ impl Fs {
         config[..tag.len()].copy_from_slice(tag.as_bytes());
         config[TAG_LEN..].copy_from_slice(&1u32.to_le_bytes());
         Ok(Fs {
-            server: Server::new(Arc::new(SharedFs::new(fs, caching))),
+            server: Server::new(Arc::new(SharedFs::new(fs, root, caching))),
             config,
             unwaited: false,
         })
@@ -318,6 +318,89 @@ mod tests {
         }
         assert_eq!(seen, 300);
         assert_eq!(std::fs::read_dir(d.path().join("d")).unwrap().count(), 0);
+    }
+
+    /// Every entry of directory `node` through OPENDIR and READDIR (or
+    /// READDIRPLUS): (name, d_ino, d_type, attr's ino if plus).
+    fn list(fs: &mut Fs, m: &Memory, node: u64, plus: bool) -> Vec<(String, u64, u32, u64)> {
+        const OP_OPENDIR: u32 = 27;
+        const OP_READDIR: u32 = 28;
+        const OP_READDIRPLUS: u32 = 44;
+        let (err, out) = call(fs, m, &request(OP_OPENDIR, node, &[0u8; 8]));
+        assert_eq!(err, 0);
+        let fh = u64_at(&out, 0);
+        let (mut offset, mut all) = (0u64, Vec::new());
+        // An entry_out before each dirent with plus.
+        let skip = if plus { 128 } else { 0 };
+        loop {
+            let mut body = Vec::new();
+            body.extend(fh.to_le_bytes());
+            body.extend(offset.to_le_bytes());
+            body.extend(2048u32.to_le_bytes());
+            body.extend([0u8; 20]);
+            let op = if plus { OP_READDIRPLUS } else { OP_READDIR };
+            let (err, out) = call(fs, m, &request(op, node, &body));
+            assert_eq!(err, 0);
+            if out.is_empty() {
+                return all;
+            }
+            let mut at = 0;
+            while at + skip + 24 <= out.len() {
+                // fuse_attr's ino is the first field after four u64 and two u32.
+                let attr_ino = if plus { u64_at(&out, at + 40) } else { 0 };
+                let d = at + skip;
+                offset = u64_at(&out, d + 8);
+                let len = u32_at(&out, d + 16) as usize;
+                let name = String::from_utf8(out[d + 24..d + 24 + len].to_vec()).unwrap();
+                all.push((name, u64_at(&out, d), u32_at(&out, d + 20), attr_ino));
+                at = d + (24 + len).div_ceil(8) * 8;
+            }
+        }
+    }
+
+    /// A listing is read from the host directory itself, and gives what
+    /// stat gives: the host's inode numbers and file types.
+    #[test]
+    fn listings_give_the_hosts_inode_numbers_and_types() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("share");
+        std::fs::create_dir_all(root.join("d/sub")).unwrap();
+        for i in 0..100 {
+            std::fs::write(root.join(format!("d/f{i}")), b"").unwrap();
+        }
+        std::os::unix::fs::symlink("f0", root.join("d/l")).unwrap();
+        let m = mem();
+        let mut fs = Fs::new("t", &root, Caching::Shared).unwrap();
+        init(&mut fs, &m);
+        let (err, dir) = lookup(&mut fs, &m, ROOT, "d");
+        assert_eq!(err, 0);
+        let want = |name: &str| {
+            let md = std::fs::symlink_metadata(root.join("d").join(name)).unwrap();
+            let t = match md.file_type() {
+                t if t.is_dir() => libc::DT_DIR,
+                t if t.is_symlink() => libc::DT_LNK,
+                _ => libc::DT_REG,
+            };
+            (md.ino(), u32::from(t))
+        };
+        for plus in [false, true] {
+            let got = list(&mut fs, &m, dir, plus);
+            assert_eq!(got.len(), 102, "plus {plus}: every entry once, no . or ..");
+            let names: std::collections::HashSet<_> = got.iter().map(|e| e.0.clone()).collect();
+            assert_eq!(names.len(), 102);
+            for (name, ino, type_, attr_ino) in &got {
+                assert_eq!((*ino, *type_), want(name), "{name} (plus {plus})");
+                if plus {
+                    assert_eq!(*attr_ino, *ino, "{name}");
+                }
+            }
+        }
+        // Moved out of the share on the host, the directory is still the
+        // guest's: its listing comes from the passthrough instead.
+        std::fs::rename(root.join("d"), d.path().join("moved")).unwrap();
+        let got = list(&mut fs, &m, dir, false);
+        assert_eq!(got.len(), 102);
     }
 
     const OP_OPEN: u32 = 14;
