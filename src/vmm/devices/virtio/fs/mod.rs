@@ -10,6 +10,7 @@
 
 mod backend;
 mod keep_cache;
+mod known;
 
 use super::{read_config_bytes, DeviceError, VirtioDevice, TYPE_FS, VIRTIO_F_VERSION_1};
 use crate::vmm::memory::Memory;
