@@ -69,6 +69,28 @@ impl Item {
     fn name(&self) -> &[u8] {
         &self.name[..self.name.len() - 1]
     }
+
+    fn is_dot(&self) -> bool {
+        matches!(self.name(), b"." | b"..")
+    }
+}
+
+/// READDIRPLUS's entry for `.` or `..`: listed as any host directory lists
+/// them (`ls -a` shows them, as under runc), without a node or a
+/// reference, which the guest kernel takes from its own tree.
+fn dot_entry(item: &Item) -> Entry {
+    // SAFETY: stat64 is plain old data; all zeroes is valid.
+    let mut attr: stat64 = unsafe { std::mem::zeroed() };
+    attr.st_ino = item.ino;
+    attr.st_mode = libc::S_IFDIR;
+    Entry {
+        inode: 0,
+        generation: 0,
+        attr,
+        attr_flags: 0,
+        attr_timeout: Duration::ZERO,
+        entry_timeout: Duration::ZERO,
+    }
 }
 
 /// One directory handle's entries, read when the guest started at 0.
@@ -233,9 +255,6 @@ impl SharedFs {
             for entry in dir.iter() {
                 let entry = entry.map_err(io::Error::from)?;
                 let name = entry.file_name().to_bytes_with_nul();
-                if name == b".\0" || name == b"..\0" {
-                    continue;
-                }
                 listing.bytes += ITEM_OVERHEAD + name.len();
                 if listing.bytes > room {
                     return Ok(None);
@@ -333,6 +352,9 @@ impl SharedFs {
 
     /// A reference READDIRPLUS took for an entry the guest did not get.
     fn give_back(&self, ctx: &Context, node: Inode, extra: bool) {
+        if node == 0 {
+            return;
+        }
         let n = self.known.undo(node, extra);
         if n > 0 {
             self.inner.forget(ctx, node, n);
@@ -567,7 +589,12 @@ impl FileSystem for SharedFs {
             };
             // Each entry handed over carries a lookup reference the guest
             // later forgets; one that does not fit must give it back.
-            let (entry, extra) = match self.listed(ctx, inode, &listing, item, cname) {
+            let found = if item.is_dot() {
+                Ok((dot_entry(item), false))
+            } else {
+                self.listed(ctx, inode, &listing, item, cname)
+            };
+            let (entry, extra) = match found {
                 Ok(found) => found,
                 // Removed since the listing was read.
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
@@ -748,6 +775,9 @@ mod tests {
             Ok(1)
         })
         .unwrap();
+        let dots = all.iter().filter(|e| e.1 == 0).count();
+        assert_eq!(dots, 2, ". and .., without a node");
+        all.retain(|e| e.1 != 0);
         all.sort();
         all
     }
@@ -828,23 +858,22 @@ mod tests {
         let dir = fs.lookup(&ctx, ROOT, &name("d")).unwrap().inode;
         let held = fs.lookup(&ctx, dir, &name("held")).unwrap().inode;
         let (handle, _) = fs.opendir(&ctx, dir, libc::O_RDONLY as u32).unwrap();
+        let handle = handle.unwrap();
+        // Each entry in turn (., .., held, cold) refused as the first one.
         let mut refused = Vec::new();
-        fs.readdirplus(&ctx, dir, handle.unwrap(), 1 << 20, 0, &mut |_, e| {
-            refused.push(e.inode);
-            Ok(0)
-        })
-        .unwrap();
-        assert_eq!(refused.len(), 1);
-        let (handle, _) = fs.opendir(&ctx, dir, libc::O_RDONLY as u32).unwrap();
-        fs.readdirplus(&ctx, dir, handle.unwrap(), 1 << 20, 1, &mut |_, e| {
-            refused.push(e.inode);
-            Ok(0)
-        })
-        .unwrap();
+        for offset in 0..4 {
+            fs.readdirplus(&ctx, dir, handle, 1 << 20, offset, &mut |_, e| {
+                refused.push(e.inode);
+                Ok(0)
+            })
+            .unwrap();
+        }
+        assert_eq!(refused.len(), 4);
+        assert!(refused.contains(&held));
         assert_eq!(fs.known.extra(held), 0);
         fs.forget(&ctx, held, 1);
         assert!(!alive(&fs, held), "no reference left behind");
-        for node in refused.into_iter().filter(|&n| n != held) {
+        for node in refused.into_iter().filter(|&n| n != held && n != 0) {
             assert!(!alive(&fs, node), "the looked-up one went back");
         }
     }
