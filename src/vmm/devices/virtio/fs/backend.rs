@@ -782,6 +782,22 @@ mod tests {
         all
     }
 
+    /// A share holding the directory `d` with the empty files `names`, and
+    /// d's node.
+    fn with_dir(names: &[&str]) -> (tempfile::TempDir, SharedFs, Inode) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("d")).unwrap();
+        for n in names {
+            std::fs::write(d.path().join("d").join(n), b"").unwrap();
+        }
+        let fs = shared(d.path());
+        let dir = fs
+            .lookup(&Context::default(), ROOT, &name("d"))
+            .unwrap()
+            .inode;
+        (d, fs, dir)
+    }
+
     /// Whether the passthrough still holds `node`.
     fn alive(fs: &SharedFs, node: Inode) -> bool {
         fs.inner.getattr(&Context::default(), node, None).is_ok()
@@ -794,12 +810,7 @@ mod tests {
     fn listings_hand_out_held_files_again_without_dropping_them_early() {
         use std::os::unix::fs::MetadataExt;
         let ctx = Context::default();
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("d")).unwrap();
-        std::fs::write(d.path().join("d/held"), b"abc").unwrap();
-        std::fs::write(d.path().join("d/cold"), b"").unwrap();
-        let fs = shared(d.path());
-        let dir = fs.lookup(&ctx, ROOT, &name("d")).unwrap().inode;
+        let (d, fs, dir) = with_dir(&["held", "cold"]);
         let held = fs.lookup(&ctx, dir, &name("held")).unwrap().inode;
         let listed = plus(&fs, dir);
         let ino = |n: &str| std::fs::metadata(d.path().join("d").join(n)).unwrap().ino();
@@ -824,12 +835,7 @@ mod tests {
     #[test]
     fn listings_find_again_only_the_same_file() {
         let ctx = Context::default();
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("d")).unwrap();
-        std::fs::write(d.path().join("d/a"), b"").unwrap();
-        std::fs::write(d.path().join("d/b"), b"").unwrap();
-        let fs = shared(d.path());
-        let dir = fs.lookup(&ctx, ROOT, &name("d")).unwrap().inode;
+        let (d, fs, dir) = with_dir(&["a", "b"]);
         let a = fs.lookup(&ctx, dir, &name("a")).unwrap().inode;
         let b = fs.lookup(&ctx, dir, &name("b")).unwrap().inode;
         std::fs::remove_file(d.path().join("d/a")).unwrap();
@@ -850,12 +856,7 @@ mod tests {
     #[test]
     fn entries_that_do_not_fit_give_their_reference_back() {
         let ctx = Context::default();
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("d")).unwrap();
-        std::fs::write(d.path().join("d/held"), b"").unwrap();
-        std::fs::write(d.path().join("d/cold"), b"").unwrap();
-        let fs = shared(d.path());
-        let dir = fs.lookup(&ctx, ROOT, &name("d")).unwrap().inode;
+        let (_d, fs, dir) = with_dir(&["held", "cold"]);
         let held = fs.lookup(&ctx, dir, &name("held")).unwrap().inode;
         let (handle, _) = fs.opendir(&ctx, dir, libc::O_RDONLY as u32).unwrap();
         let handle = handle.unwrap();
