@@ -269,6 +269,49 @@ t_docker_volume_rm_rf() {
   rm -rf "$d"
 }
 
+# Listings show what the host has. In the rootfs, files the container made
+# and lists again (plain READDIR while the guest has every entry cached,
+# READDIRPLUS finding the files it holds by statx, docs/storage.md) list as
+# under runc. In a volume the container keeps listing while the host
+# replaces, removes and adds names: its next listing has the host's names
+# and inode numbers at once, and sizes the host changed after the cache time.
+# A name found absent, then made by docker cp, lists as a file.
+t_docker_volume_listing() {
+  parity local/busybox sh -c 'mkdir /tmp/s; i=0; while [ $i -lt 300 ]; do echo $i > /tmp/s/f$i; i=$((i+1)); done
+    for k in 1 2; do ls -l /tmp/s | awk "{print \$1, \$5, \$9}" | sort | md5sum; done
+    ls -la /tmp/s | wc -l; ls /tmp/s | sort -u | wc -l'
+  local d c i; d=$(mktemp -d)
+  c=$(docker run -d --runtime microrun -v "$d:/data" local/busybox sh -c '
+    mkdir /data/s; i=0; while [ $i -lt 300 ]; do echo $i > /data/s/f$i; i=$((i+1)); done
+    touch /data/ready; while [ ! -f /data/go ]; do ls -l /data/s >/dev/null; done
+    ls -i /data/s; echo --; sleep 2; ls -l /data/s')
+  for i in $(seq 300); do [ -f "$d/ready" ] && break; sleep 0.2; done
+  rm "$d/s/f1"; echo replaced-on-the-host > "$d/s/f1"
+  rm "$d/s/f2"; echo new > "$d/s/added"
+  echo grown-on-the-host >> "$d/s/f3"
+  touch "$d/go"
+  expect_eq "$(docker wait "$c")" "0"
+  local out; out=$(docker logs "$c")
+  docker rm "$c" >/dev/null
+  expect_eq "$(echo "$out" | sed '/^--$/,$d' | awk '{print $1, $2}' | sort)" \
+    "$(ls -i "$d/s" | awk '{print $1, $2}' | sort)"
+  expect_eq "$(echo "$out" | sed '1,/^--$/d' | awk 'NF > 2 {print $5, $9}' | sort)" \
+    "$(ls -l "$d/s" | awk 'NF > 2 {print $5, $9}' | sort)"
+  # A name the container found absent in its rootfs (a negative entry,
+  # cached 10 s) and docker cp then made is listed with its attributes.
+  rm -rf "$d"; d=$(mktemp -d)
+  c=$(docker run -d --runtime microrun -v "$d:/sig" local/busybox sh -c '
+    mkdir /tmp/n; i=0; while [ $i -lt 50 ]; do : > /tmp/n/f$i; i=$((i+1)); done
+    ls /tmp/n/late 2>/dev/null; touch /sig/ready; while [ ! -f /sig/go ]; do sleep 0.1; done
+    ls -l /tmp/n 2>&1 | grep -c " late$"')
+  for i in $(seq 300); do [ -f "$d/ready" ] && break; sleep 0.2; done
+  echo late > /tmp/e2e-late; docker cp /tmp/e2e-late "$c:/tmp/n/late"; touch "$d/go"
+  expect_eq "$(docker wait "$c")" "0"
+  expect_eq "$(docker logs "$c")" "1"
+  docker rm "$c" >/dev/null
+  rm -rf "$d" /tmp/e2e-late
+}
+
 # Creating names the guest has not looked up (it asks the host for an
 # exclusive create without a lookup first, docs/storage.md): open(O_CREAT)
 # of an existing file opens it, not replaces it; a dangling symlink creates
@@ -661,6 +704,7 @@ scenario docker-volumes t_docker_volumes
 scenario docker-volume-live t_docker_volume_live
 scenario docker-rootfs-cache t_docker_rootfs_cache
 scenario docker-volume-rm-rf t_docker_volume_rm_rf
+scenario docker-volume-listing t_docker_volume_listing
 scenario docker-volume-open-create t_docker_volume_open_create
 scenario docker-readonly-host-side t_docker_readonly_host_side
 scenario docker-etc-files t_docker_etc_files
