@@ -26,20 +26,41 @@ use std::sync::{Mutex, MutexGuard};
 pub type Key = (u64, u64, u64);
 
 /// Keys remembered at most; past that they start afresh (they are only a
-/// way to find a node, the counts live in `nodes`).
-const MAX_KEYS: usize = 1 << 20;
+/// way to find a node, the counts live in `nodes`). A node's last key goes
+/// with it; others (a file also listed under another name) stay until then.
+const MAX_KEYS: usize = 1 << 18;
 
 struct Held {
     /// References the guest holds, extra ones included.
     all: u64,
     /// Of those, the ones the passthrough never saw.
     extra: u64,
+    /// The last key it was handed out under.
+    key: Option<Key>,
 }
 
 #[derive(Default)]
 struct Table {
     nodes: HashMap<u64, Held>,
     keys: HashMap<Key, u64>,
+}
+
+impl Table {
+    /// Drops `node` once the guest holds no reference to it.
+    fn drop_if_unheld(&mut self, node: u64) {
+        let Some(held) = self.nodes.get(&node) else {
+            return;
+        };
+        if held.all > 0 {
+            return;
+        }
+        if let Some(key) = held.key {
+            if self.keys.get(&key) == Some(&node) {
+                self.keys.remove(&key);
+            }
+        }
+        self.nodes.remove(&node);
+    }
 }
 
 #[derive(Default)]
@@ -55,7 +76,15 @@ impl Known {
     /// The passthrough handed `node` to the guest, found as `key` if given.
     pub fn handed(&self, node: u64, key: Option<Key>) {
         let mut t = self.table();
-        t.nodes.entry(node).or_insert(Held { all: 0, extra: 0 }).all += 1;
+        let held = t.nodes.entry(node).or_insert(Held {
+            all: 0,
+            extra: 0,
+            key: None,
+        });
+        held.all += 1;
+        if key.is_some() {
+            held.key = key;
+        }
         if let Some(key) = key {
             if t.keys.len() >= MAX_KEYS {
                 t.keys.clear();
@@ -94,9 +123,7 @@ impl Known {
         if extra {
             held.extra = held.extra.saturating_sub(1);
         }
-        if held.all == 0 {
-            t.nodes.remove(&node);
-        }
+        t.drop_if_unheld(node);
         u64::from(!extra)
     }
 
@@ -110,9 +137,7 @@ impl Known {
         let extra = held.extra.min(count);
         held.extra -= extra;
         held.all = held.all.saturating_sub(count);
-        if held.all == 0 {
-            t.nodes.remove(&node);
-        }
+        t.drop_if_unheld(node);
         count - extra
     }
 
@@ -144,7 +169,18 @@ mod tests {
         assert_eq!(k.take(key), Some(7), "the passthrough still holds one");
         assert_eq!(k.forget(7, 2), 1, "the last one reaches the passthrough");
         assert_eq!(k.take(key), None, "nothing held any more");
-        assert!(k.may_know(key), "a stale key finds nothing held");
+        assert!(!k.may_know(key), "its key went with it");
+    }
+
+    #[test]
+    fn a_stale_key_finds_nothing_held() {
+        let k = Known::default();
+        k.handed(7, Some((1, 2, 3)));
+        // The same file found under another name too, then forgotten.
+        k.handed(7, Some((4, 2, 3)));
+        assert_eq!(k.forget(7, 2), 2);
+        assert!(k.may_know((1, 2, 3)), "not its last key: stays");
+        assert_eq!(k.take((1, 2, 3)), None);
     }
 
     #[test]
