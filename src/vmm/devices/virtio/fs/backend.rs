@@ -339,7 +339,7 @@ impl SharedFs {
     fn note(&self, parent: Inode, entry: &Entry) {
         if entry.inode != 0 {
             let key: Key = (parent, entry.attr.st_dev, entry.attr.st_ino);
-            self.known.handed(entry.inode, Some(key));
+            self.known.handed(entry.inode, key);
         }
     }
 

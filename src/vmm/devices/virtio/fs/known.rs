@@ -36,7 +36,7 @@ struct Held {
     /// Of those, the ones the passthrough never saw.
     extra: u64,
     /// The last key it was handed out under.
-    key: Option<Key>,
+    key: Key,
 }
 
 #[derive(Default)]
@@ -54,10 +54,8 @@ impl Table {
         if held.all > 0 {
             return;
         }
-        if let Some(key) = held.key {
-            if self.keys.get(&key) == Some(&node) {
-                self.keys.remove(&key);
-            }
+        if self.keys.get(&held.key) == Some(&node) {
+            self.keys.remove(&held.key);
         }
         self.nodes.remove(&node);
     }
@@ -73,24 +71,20 @@ impl Known {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The passthrough handed `node` to the guest, found as `key` if given.
-    pub fn handed(&self, node: u64, key: Option<Key>) {
+    /// The passthrough handed `node` to the guest, found as `key`.
+    pub fn handed(&self, node: u64, key: Key) {
         let mut t = self.table();
         let held = t.nodes.entry(node).or_insert(Held {
             all: 0,
             extra: 0,
-            key: None,
+            key,
         });
         held.all += 1;
-        if key.is_some() {
-            held.key = key;
+        held.key = key;
+        if t.keys.len() >= MAX_KEYS {
+            t.keys.clear();
         }
-        if let Some(key) = key {
-            if t.keys.len() >= MAX_KEYS {
-                t.keys.clear();
-            }
-            t.keys.insert(key, node);
-        }
+        t.keys.insert(key, node);
     }
 
     /// Whether a file could be known as `key`: worth a statx to find out.
@@ -160,7 +154,7 @@ mod tests {
         let k = Known::default();
         let key = (1, 2, 3);
         assert_eq!(k.take(key), None, "never handed");
-        k.handed(7, Some(key));
+        k.handed(7, key);
         assert_eq!(k.take(key), Some(7));
         assert_eq!(k.take(key), Some(7));
         // Three held, two extra: the first two forgotten are the extra ones.
@@ -175,9 +169,9 @@ mod tests {
     #[test]
     fn a_stale_key_finds_nothing_held() {
         let k = Known::default();
-        k.handed(7, Some((1, 2, 3)));
+        k.handed(7, (1, 2, 3));
         // The same file found under another name too, then forgotten.
-        k.handed(7, Some((4, 2, 3)));
+        k.handed(7, (4, 2, 3));
         assert_eq!(k.forget(7, 2), 2);
         assert!(k.may_know((1, 2, 3)), "not its last key: stays");
         assert_eq!(k.take((1, 2, 3)), None);
@@ -186,7 +180,7 @@ mod tests {
     #[test]
     fn forgetting_more_than_held_never_leaves_extra_references() {
         let k = Known::default();
-        k.handed(7, Some((1, 2, 3)));
+        k.handed(7, (1, 2, 3));
         assert_eq!(k.take((1, 2, 3)), Some(7));
         assert_eq!(k.forget(7, 100), 99);
         assert_eq!(k.extra(7), 0);
@@ -198,11 +192,11 @@ mod tests {
     #[test]
     fn undone_references_give_back_what_they_took() {
         let k = Known::default();
-        k.handed(7, Some((1, 2, 3)));
+        k.handed(7, (1, 2, 3));
         assert_eq!(k.take((1, 2, 3)), Some(7));
         assert_eq!(k.undo(7, true), 0, "an extra one is ours alone");
         assert_eq!(k.extra(7), 0);
-        k.handed(7, None);
+        k.handed(7, (1, 2, 3));
         assert_eq!(k.undo(7, false), 1, "a passthrough one goes back to it");
         assert_eq!(k.forget(7, 1), 1);
         assert_eq!(k.take((1, 2, 3)), None);
