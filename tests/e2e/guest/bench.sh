@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench's figures inside the test host: bench.sh SECTION... runs the
-# named sections (boot containers fs-rootfs fs-volume reread net), each
+# named sections (boot containers fs-rootfs fs-volume fs-floor reread net), each
 # printing its own table, so that scripts/bench.sh can run a section again
 # on a fresh host when the emulated host dies under one.
 set -euo pipefail
@@ -200,6 +200,49 @@ fs_section() { # fs_section DIR: the file I/O table for the rootfs (/tmp) or a v
 }
 sec_fs-rootfs() { fs_section /tmp; }
 sec_fs-volume() { fs_section /data; }
+
+# The floor under a volume's small-file figures: what one round trip to
+# the host costs, next to runc's whole operation. Per operation (us), 4000
+# of each timed inside the container: the guest's own tmpfs (/dev/shm)
+# asks the host nothing under microrun; a stat of an absent name in a
+# volume is one LOOKUP whose host work is a failed openat.
+floor='N=4000; t0=$(now); i=0; while [ $i -lt $N ]; do i=$((i+1)); done; t1=$(now)
+  mkdir /dev/shm/s s; i=0; while [ $i -lt $N ]; do [ -e /dev/shm/s/x$i ]; i=$((i+1)); done; t2=$(now)
+  i=0; while [ $i -lt $N ]; do [ -e s/x$i ]; i=$((i+1)); done; t3=$(now)
+  i=0; while [ $i -lt $N ]; do : > /dev/shm/s/f$i; i=$((i+1)); done; t4=$(now)
+  i=0; while [ $i -lt $N ]; do : > s/f$i; i=$((i+1)); done; t5=$(now)
+  rm -rf s; t6=$(now); rm -rf /dev/shm/s
+  echo $(( (t1 - t0) * 1000 / N )) $(( (t2 - t1) * 1000 / N )) $(( (t3 - t2) * 1000 / N )) $(( (t4 - t3) * 1000 / N )) $(( (t5 - t4) * 1000 / N )) $(( (t6 - t5) * 1000 / N ))'
+sec_fs-floor() {
+  echo "== a volume's small files against one round trip (us per operation, median of $FS_RUNS runs by turns)"
+  local i rt vol rc run op col
+  declare -A all=() us=()
+  for i in $(seq "$FS_RUNS"); do
+    for rt in runc microrun; do
+      vol=$(mktemp -d)
+      rc=0
+      run=$(fs_try "$rt" /data "$vol" "$floor") || rc=$?
+      rm -rf "$vol"
+      [ "$rc" -eq 0 ] || return "$rc"
+      all[$rt]+="$run"$'\n'
+    done
+  done
+  printf '%-44s %9s %9s\n' "" runc microrun
+  col=1
+  for op in "empty shell loop turn" "stat of an absent name, own tmpfs" "stat of an absent name, volume" \
+    "create, own tmpfs" "create, volume" "unlink (rm -rf), volume"; do
+    for rt in runc microrun; do
+      us[$rt,$col]=$(echo -n "${all[$rt]}" | awk -v c=$col '{print $c}' | median)
+    done
+    printf '%-44s %9d %9d\n' "$op" "${us[runc,$col]}" "${us[microrun,$col]}"
+    col=$((col + 1))
+  done
+  # A create or unlink in a volume waits for at least one round trip; the
+  # goal (half of runc's speed) allows twice runc's whole operation.
+  printf '%-44s %19d\n' "microrun: one round trip (row 3 - row 2)" $(( us[microrun,3] - us[microrun,2] ))
+  printf '%-44s %19d\n' "0.5x runc allows for a whole create" $(( 2 * us[runc,5] ))
+  printf '%-44s %19d\n' "0.5x runc allows for a whole unlink" $(( 2 * us[runc,6] ))
+}
 
 # Reopening unchanged files (the guest keeps its cache) and running programs
 # from the rootfs, which every shell script does.
