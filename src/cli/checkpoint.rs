@@ -5,14 +5,27 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(long = "image-path")]
-    pub image_path: Option<PathBuf>,
-    #[arg(long = "work-path")]
-    pub work_path: Option<PathBuf>,
+    #[command(flatten)]
+    pub criu: CriuArgs,
     #[arg(long = "parent-path")]
     pub parent_path: Option<PathBuf>,
     #[arg(long = "leave-running")]
     pub leave_running: bool,
+    #[arg(long = "pre-dump")]
+    pub pre_dump: bool,
+    #[arg(long = "empty-ns")]
+    pub empty_ns: Vec<String>,
+    /// Container id
+    pub id: String,
+}
+
+/// The flags runc's checkpoint and restore share.
+#[derive(Debug, clap::Args)]
+pub struct CriuArgs {
+    #[arg(long = "image-path")]
+    pub image_path: Option<PathBuf>,
+    #[arg(long = "work-path")]
+    pub work_path: Option<PathBuf>,
     #[arg(long = "tcp-established")]
     pub tcp_established: bool,
     #[arg(long = "ext-unix-sk")]
@@ -21,16 +34,10 @@ pub struct Args {
     pub shell_job: bool,
     #[arg(long = "file-locks")]
     pub file_locks: bool,
-    #[arg(long = "pre-dump")]
-    pub pre_dump: bool,
     #[arg(long = "manage-cgroups-mode")]
     pub manage_cgroups_mode: Option<String>,
-    #[arg(long = "empty-ns")]
-    pub empty_ns: Vec<String>,
     #[arg(long = "auto-dedup")]
     pub auto_dedup: bool,
-    /// Container id
-    pub id: String,
 }
 
 pub fn run(_ctx: &Ctx, _args: Args) -> Result<i32> {

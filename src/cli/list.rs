@@ -1,12 +1,6 @@
 //! `list`: the containers under --root.
 
-use super::{Ctx, Result};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
+use super::{Ctx, Format, Result};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

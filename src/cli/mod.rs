@@ -158,6 +158,20 @@ pub enum Verb {
     ExecStandin(exec::StandinArgs),
 }
 
+/// The arguments of the verbs that take a container id alone.
+#[derive(Debug, clap::Args)]
+pub struct IdArgs {
+    /// Container id
+    pub id: String,
+}
+
+/// `--format` of list and ps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct MonitorArgs {
     #[arg(long)]

@@ -1,14 +1,8 @@
 //! `ps`: the host pids that stand for the container's processes.
 
-use super::{CliError, Ctx, Result};
+use super::{CliError, Ctx, Format, Result};
 use crate::monitor::ctl::{self, Request, Response};
 use crate::state::Status;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -6,10 +6,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(long = "image-path")]
-    pub image_path: Option<PathBuf>,
-    #[arg(long = "work-path")]
-    pub work_path: Option<PathBuf>,
+    #[command(flatten)]
+    pub criu: super::checkpoint::CriuArgs,
     #[arg(short, long, default_value = ".")]
     pub bundle: PathBuf,
     #[arg(short, long)]
@@ -22,18 +20,6 @@ pub struct Args {
     pub no_subreaper: bool,
     #[arg(long = "no-pivot")]
     pub no_pivot: bool,
-    #[arg(long = "tcp-established")]
-    pub tcp_established: bool,
-    #[arg(long = "ext-unix-sk")]
-    pub ext_unix_sk: bool,
-    #[arg(long = "shell-job")]
-    pub shell_job: bool,
-    #[arg(long = "file-locks")]
-    pub file_locks: bool,
-    #[arg(long = "manage-cgroups-mode")]
-    pub manage_cgroups_mode: Option<String>,
-    #[arg(long = "auto-dedup")]
-    pub auto_dedup: bool,
     /// Container id
     pub id: String,
 }

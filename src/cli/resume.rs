@@ -4,11 +4,7 @@ use super::{CliError, Ctx, Result};
 use crate::monitor::ctl::{self, Request};
 use crate::state::Status;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Container id
-    pub id: String,
-}
+pub type Args = super::IdArgs;
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let dir = super::open(ctx, &args.id)?;

@@ -5,11 +5,7 @@ use crate::hooks;
 use crate::monitor::ctl::{self, Request};
 use crate::state::Status;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Container id
-    pub id: String,
-}
+pub type Args = super::IdArgs;
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let dir = super::open(ctx, &args.id)?;

@@ -2,11 +2,7 @@
 
 use super::{Ctx, Result};
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Container id
-    pub id: String,
-}
+pub type Args = super::IdArgs;
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     crate::ids::validate(&args.id)?;
