@@ -69,15 +69,18 @@ impl Network {
         let links = Netlink::open()?.links()?;
         Ok(links
             .into_iter()
-            .filter(|l| {
-                !l.loopback
-                    && !self
-                        .wired
-                        .iter()
-                        .any(|w| w.veth == l.index || w.tap.index == l.index)
-            })
+            .filter(|l| self.wants_wiring(l))
             .map(|l| l.name)
             .collect())
+    }
+
+    /// A non-loopback interface that is neither a wired veth nor our tap.
+    fn wants_wiring(&self, l: &netlink::Link) -> bool {
+        !l.loopback
+            && !self
+                .wired
+                .iter()
+                .any(|w| w.veth == l.index || w.tap.index == l.index)
     }
 
     /// Removes the tc state from the veths (the taps go with their fds).
@@ -125,16 +128,7 @@ impl Network {
         let addrs = nl.addresses()?;
         let routes = nl.routes()?;
         let first_new = self.wired.len();
-        let new: Vec<_> = links
-            .iter()
-            .filter(|l| {
-                !l.loopback
-                    && !self
-                        .wired
-                        .iter()
-                        .any(|w| w.veth == l.index || w.tap.index == l.index)
-            })
-            .collect();
+        let new: Vec<_> = links.iter().filter(|l| self.wants_wiring(l)).collect();
         for l in new {
             let mac = l.mac.ok_or_else(|| NetError::NoMac(l.name.clone()))?;
             let mtu = u16::try_from(l.mtu)
