@@ -9,6 +9,10 @@ mkdir -p "$share/bin" "$share/share/microrun" "$share/e2e"
 install -m 0755 "$top/target/x86_64-unknown-linux-gnu/release/microrun" "$share/bin/microrun"
 install -m 0644 "$top/build/vmlinux" "$share/share/microrun/vmlinux"
 install -m 0644 "$top/build/initramfs.cpio" "$share/share/microrun/initramfs.cpio"
+# Static programs the suite runs inside containers (busybox lacks them).
+(cd "$top" && RUSTFLAGS='-C target-feature=+crt-static' cargo build -q --release \
+  -p microrun-e2e-tools --target x86_64-unknown-linux-gnu)
+install -m 0755 "$top/target/x86_64-unknown-linux-gnu/release/inotify-watch" "$share/bin/inotify-watch"
 cp "$here"/guest/*.sh "$share/e2e/"
 chmod +x "$share/e2e/"*.sh
 # The VMM's unit tests, to run as root with real taps, tc and mount
