@@ -151,8 +151,30 @@ fs_try() {
   echo "$out"
   return "$rc"
 }
-fs_round() { # fs_round RUNTIME DIR VOLUME: one run of the file work, "write read create stat unlink" (ms)
-  local rt=$1 where=$2 vol=$3 out w r
+# by_turns FN ARGS...: FS_RUNS runs of `FN RUNTIME VOLUME ARGS...` for each
+# runtime, the two by turns, each with a fresh volume directory; their
+# output lines go to RUNS[RUNTIME]. A run that fails (past one guest
+# reset) fails the caller.
+declare -A RUNS=()
+by_turns() {
+  local fn=$1 i rt vol rc run
+  shift
+  RUNS=()
+  for i in $(seq "$FS_RUNS"); do
+    for rt in runc microrun; do
+      vol=$(mktemp -d)
+      rc=0
+      run=$("$fn" "$rt" "$vol" "$@") || rc=$?
+      rm -rf "$vol"
+      [ "$rc" -eq 0 ] || return "$rc"
+      RUNS[$rt]+="$run"$'\n'
+    done
+  done
+}
+# median_of RUNTIME COLUMN: the median of that column of RUNS[RUNTIME].
+median_of() { echo -n "${RUNS[$1]}" | awk -v c="$2" '{print $c}' | median; }
+fs_round() { # fs_round RUNTIME VOLUME DIR: one run of the file work, "write read create stat unlink" (ms)
+  local rt=$1 vol=$2 where=$3 out w r
   if [ "$where" = /data ]; then
     w=$(fs_try "$rt" "$where" "$vol" "$write") || return
     # Read in a fresh container, host page cache dropped.
@@ -169,28 +191,18 @@ fs_round() { # fs_round RUNTIME DIR VOLUME: one run of the file work, "write rea
   echo "$w $r $out"
 }
 fs_section() { # fs_section DIR: the file I/O table for the rootfs (/tmp) or a volume (/data)
-  local where=$1 rt op what i col vol run rc
+  local where=$1 rt op what col
   echo "== file I/O in the $( [ $where = /tmp ] && echo rootfs || echo volume) (ms, median of $FS_RUNS runs by turns; ratio = runc time / microrun time, higher is better)"
-  declare -A all=() ms=()
-  for i in $(seq "$FS_RUNS"); do
-    for rt in runc microrun; do
-      # A run that fails (past one guest reset) fails the section.
-      vol=$(mktemp -d)
-      rc=0
-      run=$(fs_round "$rt" "$where" "$vol") || rc=$?
-      rm -rf "$vol"
-      [ "$rc" -eq 0 ] || return "$rc"
-      all[$rt]+="$run"$'\n'
-    done
-  done
+  declare -A ms=()
+  by_turns fs_round "$where" || return
   for rt in runc microrun; do
-    echo "$rt runs (write read create stat unlink):" $(echo -n "${all[$rt]}" | tr '\n' ';' | sed 's/;$//; s/;/; /g')
+    echo "$rt runs (write read create stat unlink):" $(echo -n "${RUNS[$rt]}" | tr '\n' ';' | sed 's/;$//; s/;/; /g')
   done
   printf '%-44s %9s %9s %6s\n' "" runc microrun ratio
   col=1
   for op in write read create stat unlink; do
     for rt in runc microrun; do
-      ms[$rt,$op]=$(echo -n "${all[$rt]}" | awk -v c=$col '{print $c}' | median)
+      ms[$rt,$op]=$(median_of "$rt" "$col")
     done
     col=$((col + 1))
     case $op in write|read) what="sequential $op 256 MiB" ;; *) what="$op 10000 small files" ;; esac
@@ -213,26 +225,18 @@ floor='N=4000; t0=$(now); i=0; while [ $i -lt $N ]; do i=$((i+1)); done; t1=$(no
   i=0; while [ $i -lt $N ]; do : > s/f$i; i=$((i+1)); done; t5=$(now)
   rm -rf s; t6=$(now); rm -rf /dev/shm/s
   echo $(( (t1 - t0) * 1000 / N )) $(( (t2 - t1) * 1000 / N )) $(( (t3 - t2) * 1000 / N )) $(( (t4 - t3) * 1000 / N )) $(( (t5 - t4) * 1000 / N )) $(( (t6 - t5) * 1000 / N ))'
+floor_run() { fs_try "$1" /data "$2" "$floor"; }
 sec_fs-floor() {
   echo "== a volume's small files against one round trip (us per operation, median of $FS_RUNS runs by turns)"
-  local i rt vol rc run op col
-  declare -A all=() us=()
-  for i in $(seq "$FS_RUNS"); do
-    for rt in runc microrun; do
-      vol=$(mktemp -d)
-      rc=0
-      run=$(fs_try "$rt" /data "$vol" "$floor") || rc=$?
-      rm -rf "$vol"
-      [ "$rc" -eq 0 ] || return "$rc"
-      all[$rt]+="$run"$'\n'
-    done
-  done
+  local rt op col
+  declare -A us=()
+  by_turns floor_run || return
   printf '%-44s %9s %9s\n' "" runc microrun
   col=1
   for op in "empty shell loop turn" "stat of an absent name, own tmpfs" "stat of an absent name, volume" \
     "create, own tmpfs" "create, volume" "unlink (rm -rf), volume"; do
     for rt in runc microrun; do
-      us[$rt,$col]=$(echo -n "${all[$rt]}" | awk -v c=$col '{print $c}' | median)
+      us[$rt,$col]=$(median_of "$rt" "$col")
     done
     printf '%-44s %9d %9d\n' "$op" "${us[runc,$col]}" "${us[microrun,$col]}"
     col=$((col + 1))
