@@ -30,13 +30,39 @@ failed_last() {
   awk '$1=="ok"||$1=="skip"{s=""} $1=="FAIL"{s=$2} END{print s}' "$results"
 }
 
+# A host can also wedge and still answer ssh: a CPU that never comes back
+# from a microVM leaves every task that waits on it (an IPI, an RCU grace
+# period) stuck in the kernel, even a scenario its time limit has killed,
+# so the suite neither ends nor fails. Each scenario writes to the results
+# file at least every E2E_SCENARIO_TIMEOUT (600 s) plus its kill grace; a
+# file unchanged for much longer means the host is lost like one whose ssh
+# died: show what its kernel says, end it, resume on a fresh boot.
+stall_limit=$(( ${E2E_SCENARIO_TIMEOUT:-600} + 300 ))
+suite() {
+  bash "$here/testhost" run "E2E_RESULTS=/mnt/share/e2e-results E2E_ONLY='${E2E_ONLY:-}' bash /mnt/share/e2e/suite.sh" &
+  local pid=$! age
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 5
+    age=$(( $(date +%s) - $(stat -c %Y "$results") ))
+    [ "$age" -gt "$stall_limit" ] || continue
+    echo "e2e: no result for ${age}s; the test host is wedged. Its blocked tasks and kernel log:" >&2
+    timeout 60 bash "$here/testhost" run \
+      'ps -eo pid,stat,wchan:30,args | awk "NR==1 || \$2 ~ /D/" | cut -c1-150; dmesg | grep -vE "docker0|veth|eth0|promiscuous|ADDRCONF" | tail -40' 2>&1 |
+      sed 's/^/  | /' >&2 || true
+    bash "$here/testhost" down
+    wait "$pid" || true
+    return 255
+  done
+  wait "$pid"
+}
+
 declare -A lost=()
 for attempt in 1 2 3 4; do
   # A boot that fails (seen once: dockerd never answered) gets one more.
   timeout 1500 bash "$here/testhost" up "$share" ||
     { bash "$here/testhost" down; timeout 1500 bash "$here/testhost" up "$share"; }
   rc=0
-  timeout 2400 bash "$here/testhost" run "E2E_RESULTS=/mnt/share/e2e-results E2E_ONLY='${E2E_ONLY:-}' bash /mnt/share/e2e/suite.sh" || rc=$?
+  suite || rc=$?
   [ "$rc" -eq 255 ] || exit "$rc"
   # ssh lost the host: show why, then resume on a fresh boot.
   echo "e2e: lost the test host (attempt $attempt); its console ends with:" >&2
