@@ -36,7 +36,8 @@ failed_last() {
 # so the suite neither ends nor fails. Each scenario writes to the results
 # file at least every E2E_SCENARIO_TIMEOUT (600 s) plus its kill grace; a
 # file unchanged for much longer means the host is lost like one whose ssh
-# died: show what its kernel says, end it, resume on a fresh boot.
+# died: show what its kernel says, drop the session; the loop below ends
+# the host and resumes on a fresh boot.
 stall_limit=$(( ${E2E_SCENARIO_TIMEOUT:-600} + 300 ))
 suite() {
   bash "$here/testhost" run "E2E_RESULTS=/mnt/share/e2e-results E2E_ONLY='${E2E_ONLY:-}' bash /mnt/share/e2e/suite.sh" &
@@ -49,7 +50,7 @@ suite() {
     timeout 60 bash "$here/testhost" run \
       'ps -eo pid,stat,wchan:30,args | awk "NR==1 || \$2 ~ /D/" | cut -c1-150; dmesg | grep -vE "docker0|veth|eth0|promiscuous|ADDRCONF" | tail -40' 2>&1 |
       sed 's/^/  | /' >&2 || true
-    bash "$here/testhost" down
+    pkill -P "$pid" ssh || true
     wait "$pid" || true
     return 255
   done
@@ -65,7 +66,10 @@ for attempt in 1 2 3 4; do
   suite || rc=$?
   [ "$rc" -eq 255 ] || exit "$rc"
   # ssh lost the host: show why, then resume on a fresh boot.
-  echo "e2e: lost the test host (attempt $attempt); its console ends with:" >&2
+  # QEMU still running means the host stopped answering (no panic, ssh's
+  # keepalive gave up); exited, that it panicked or QEMU itself died.
+  echo "e2e: lost the test host (attempt $attempt; $(bash "$here/testhost" status || true)," \
+    "$(( $(date +%s) - $(stat -c %Y "$results") ))s after the last result); its console ends with:" >&2
   bash "$here/testhost" console | grep -v "TCG doesn't support" | tail -25 | sed 's/^/  | /' >&2
   bash "$here/testhost" down
   f=$(failed_last)
