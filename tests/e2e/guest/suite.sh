@@ -265,7 +265,7 @@ t_docker_volume_inotify() {
   install -m 0755 /mnt/share/bin/inotify-watch "$d.iw"
   parity -v "$d:/data" -v "$d.iw:/iw:ro" local/busybox sh -c '
     timeout 60 /iw /data stop > /tmp/ev & p=$!
-    i=0; while ! grep -q ready /tmp/ev && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+    i=0; while ! grep -qs ready /tmp/ev && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
     echo a > /data/f; echo b >> /data/f; mkdir /data/d; mv /data/f /data/g; chmod 600 /data/g
     rm /data/g; rmdir /data/d; touch /data/stop
     wait $p; echo "watcher: $?"; cat /tmp/ev; rm /data/stop'
