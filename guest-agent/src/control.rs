@@ -236,6 +236,10 @@ impl Agent {
                 },
                 None => err("no container"),
             },
+            Request::HostChanges { changes } => {
+                crate::host_change::apply(&changes);
+                Reply::Ok
+            }
         }
     }
 

@@ -7,6 +7,7 @@ mod cgroup;
 mod control;
 mod dns;
 mod fdpass;
+mod host_change;
 mod init;
 mod mounts;
 mod net;

@@ -8,7 +8,7 @@ pub mod threads;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change; host and agent refuse a mismatch.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The vsock port the agent listens on for the monitor's control stream.
 pub const AGENT_PORT: u32 = 1024;
@@ -141,6 +141,23 @@ pub enum Request {
     Update {
         resources: Box<oci_spec::runtime::LinuxResources>,
     },
+    /// Changes other processes made on the host beneath the volumes, for
+    /// the guest's inotify watchers. Best effort: a change to a directory
+    /// the guest cannot open is skipped.
+    HostChanges {
+        changes: Vec<HostChange>,
+    },
+}
+
+/// One change made on the host: the entry `name` of the guest directory
+/// `dir` (beneath the share), with inotify's event bits (IN_CREATE,
+/// IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO, IN_MODIFY, IN_ATTRIB,
+/// IN_CLOSE_WRITE, and IN_ISDIR for a directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostChange {
+    pub dir: String,
+    pub name: String,
+    pub mask: u32,
 }
 
 /// A file system the agent mounts for the container (not one of the

@@ -6,6 +6,7 @@ pub mod check;
 pub mod cpuid;
 pub mod devices;
 pub mod guest_streams;
+pub mod host_watch;
 pub mod image;
 pub mod layout;
 pub mod memory;

@@ -8,6 +8,7 @@
 use super::devices::console_tail::ConsoleTail;
 use super::devices::virtio::fs::Caching;
 use super::guest_streams::GuestStreams;
+use super::host_watch::HostWatch;
 use super::image;
 use super::net::{self, Network};
 use super::share::{self, Share};
@@ -51,8 +52,7 @@ fn fail(e: impl std::fmt::Display) -> SandboxError {
 pub struct VmSandbox {
     config: ContainerConfig,
     vm: Mutex<Option<Vm>>,
-    ctl: Mutex<Option<UnixStream>>,
-    replies: Mutex<Option<Receiver<Reply>>>,
+    link: Arc<AgentLink>,
     /// Process exits, set by the reader thread.
     exits: Arc<Exits>,
     next_exec: AtomicU32,
@@ -74,8 +74,7 @@ impl VmSandbox {
         VmSandbox {
             config,
             vm: Mutex::new(None),
-            ctl: Mutex::new(None),
-            replies: Mutex::new(None),
+            link: Arc::default(),
             exits: Arc::new(Exits::default()),
             next_exec: AtomicU32::new(1),
             share: Mutex::new(None),
@@ -406,26 +405,81 @@ impl VmSandbox {
         self.vm.lock().ok()?.as_ref()?.wait_timeout(Duration::ZERO)
     }
 
-    /// One request, one reply. The connection stays locked throughout, so
-    /// concurrent callers cannot take each other's replies.
     fn call(&self, req: &Request) -> Result<Reply, SandboxError> {
-        let bytes = frame::encode(req).map_err(fail)?;
-        let mut ctl = self.ctl.lock().map_err(fail)?;
-        ctl.as_mut()
-            .ok_or_else(|| fail("no agent connection"))?
-            .write_all(&bytes)
-            .map_err(|e| fail(format!("agent connection: {e}")))?;
-        let rx = self.replies.lock().map_err(fail)?;
-        let reply = rx
-            .as_ref()
-            .ok_or_else(|| fail("no agent connection"))?
-            .recv_timeout(REPLY_TIMEOUT);
-        drop(ctl);
-        match reply {
+        match self.link.call(req) {
             Ok(Reply::Error { msg }) => Err(SandboxError::Failed(format!("guest agent: {msg}"))),
             Ok(r) => Ok(r),
-            Err(_) => Err(self.silent_guest("the guest agent did not answer")),
+            Err(LinkError::Down(msg)) => Err(fail(msg)),
+            Err(LinkError::Silent) => Err(self.silent_guest("the guest agent did not answer")),
         }
+    }
+
+    /// Host changes in the directory volumes reach the guest's inotify
+    /// watchers (host_watch), from a thread of their own that watches the
+    /// volumes' trees first. Without fanotify (no CAP_SYS_ADMIN) they do
+    /// not, and the container runs all the same.
+    fn watch_volumes(&self) {
+        let volumes = match self.share.lock() {
+            Ok(s) => s.as_ref().map(Share::volumes).unwrap_or_default(),
+            Err(_) => return,
+        };
+        if volumes.is_empty() {
+            return;
+        }
+        let link = self.link.clone();
+        microrun_protocol::threads::spawn(move || {
+            let mut watch = match HostWatch::new(&volumes) {
+                Ok(w) => w,
+                Err(e) => {
+                    crate::logging::debug(&format!("host changes are not watched: {e}"));
+                    return;
+                }
+            };
+            loop {
+                let changes = watch.wait(Duration::from_secs(3600));
+                if changes.is_empty() {
+                    continue;
+                }
+                // A lost connection ends the watch; the VM is ending.
+                if let Err(LinkError::Down(_)) = link.call(&Request::HostChanges { changes }) {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The control connection to the agent.
+#[derive(Default)]
+struct AgentLink {
+    ctl: Mutex<Option<UnixStream>>,
+    replies: Mutex<Option<Receiver<Reply>>>,
+}
+
+enum LinkError {
+    Down(String),
+    /// No reply in time.
+    Silent,
+}
+
+impl AgentLink {
+    /// One request, one reply. The connection stays locked throughout, so
+    /// concurrent callers cannot take each other's replies.
+    fn call(&self, req: &Request) -> Result<Reply, LinkError> {
+        let down = |e: &dyn std::fmt::Display| LinkError::Down(e.to_string());
+        let bytes = frame::encode(req).map_err(|e| down(&e))?;
+        let mut ctl = self.ctl.lock().map_err(|e| down(&e))?;
+        ctl.as_mut()
+            .ok_or_else(|| down(&"no agent connection"))?
+            .write_all(&bytes)
+            .map_err(|e| down(&format!("agent connection: {e}")))?;
+        let rx = self.replies.lock().map_err(|e| down(&e))?;
+        let reply = rx
+            .as_ref()
+            .ok_or_else(|| down(&"no agent connection"))?
+            .recv_timeout(REPLY_TIMEOUT);
+        drop(ctl);
+        reply.map_err(|_| LinkError::Silent)
     }
 }
 
@@ -589,8 +643,8 @@ impl Sandbox for VmSandbox {
         let ctl = self.connect(AGENT_PORT, Instant::now() + CONNECT_TIMEOUT)?;
         let reader = ctl.try_clone().map_err(fail)?;
         let (tx, rx) = mpsc::channel();
-        *self.ctl.lock().map_err(fail)? = Some(ctl);
-        *self.replies.lock().map_err(fail)? = Some(rx);
+        *self.link.ctl.lock().map_err(fail)? = Some(ctl);
+        *self.link.replies.lock().map_err(fail)? = Some(rx);
         let exits = self.exits.clone();
         microrun_protocol::threads::spawn(move || reader_loop(reader, tx, exits));
         match self.call(&Request::Hello(Hello {
@@ -622,10 +676,11 @@ impl Sandbox for VmSandbox {
             dns_relay: self.dns_relay.lock().map_err(fail)?.clone(),
         };
         self.call(&req)?;
-        match self.share.lock().map_err(fail)?.as_ref() {
-            Some(s) => s.seal().map_err(fail),
-            None => Ok(()),
+        if let Some(s) = self.share.lock().map_err(fail)?.as_ref() {
+            s.seal().map_err(fail)?;
         }
+        self.watch_volumes();
+        Ok(())
     }
 
     fn start(&self) -> Result<(), SandboxError> {

@@ -60,6 +60,16 @@ impl Share {
         root.join(ROOTFS)
     }
 
+    /// The directory binds (volumes): (their place in the share on the
+    /// host, in this mount namespace; their guest path).
+    pub fn volumes(&self) -> Vec<(PathBuf, String)> {
+        self.binds
+            .iter()
+            .map(|(i, guest)| (self.root.join(format!("m{i}")), guest.clone()))
+            .filter(|(host, _)| host.is_dir())
+            .collect()
+    }
+
     /// Makes a read-only root read-only on the host. Until now the guest
     /// could create mount points in it, as runc does before it remounts the
     /// root read-only; the workload only runs after this.
