@@ -9,9 +9,9 @@
 use microrun_protocol::HostChange;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -46,14 +46,17 @@ pub enum HostWatchError {
 }
 
 struct Dir {
-    host: PathBuf,
     guest: String,
+    /// The volume it is in: its root's fd decodes the directory's handle.
+    root: usize,
 }
 
 pub struct HostWatch {
     fd: OwnedFd,
     /// By file system id and file handle, as fanotify reports directories.
     dirs: HashMap<Vec<u8>, Dir>,
+    /// Each volume's root directory.
+    roots: Vec<OwnedFd>,
     pid: i32,
     buf: Vec<u8>,
 }
@@ -75,11 +78,21 @@ impl HostWatch {
             // SAFETY: a new fd owned by nobody else.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             dirs: HashMap::new(),
+            roots: Vec::new(),
             pid: std::process::id() as i32,
             buf: vec![0; 256 * 1024],
         };
         for (host, guest) in volumes {
-            w.add_tree(host, guest);
+            // Not O_PATH: open_by_handle_at takes no such fd for the mount.
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+            let Ok(root) = open_at(libc::AT_FDCWD, host.as_os_str().as_bytes(), flags) else {
+                continue;
+            };
+            let Some(key) = handle_key(&root) else {
+                continue;
+            };
+            w.roots.push(root);
+            w.add_tree(w.roots.len() - 1, key, guest.clone());
         }
         Ok(w)
     }
@@ -88,63 +101,80 @@ impl HostWatch {
         self.dirs.len()
     }
 
-    /// Watches `host` and the directories beneath it while the budget lasts.
-    fn add_tree(&mut self, host: &Path, guest: &str) {
-        let mut queue = VecDeque::from([(host.to_path_buf(), guest.to_string())]);
-        while let Some((h, g)) = queue.pop_front() {
+    /// Watches a directory and the directories beneath it, breadth first,
+    /// while the budget lasts. The tree is the guest's to change under us:
+    /// every step is one name below an open directory, never followed if
+    /// it is a symlink, so no path can lead the watch out of the volume.
+    fn add_tree(&mut self, root: usize, key: Vec<u8>, guest: String) {
+        let mut queue = VecDeque::from([(key, guest)]);
+        while let Some((key, g)) = queue.pop_front() {
             if self.dirs.len() >= MAX_DIRS {
                 return;
             }
-            if !self.add(&h, &g) {
+            if self.dirs.contains_key(&key) {
                 continue;
             }
-            let Ok(entries) = std::fs::read_dir(&h) else {
+            let Some(dir) = self.open_dir(root, &key, libc::O_RDONLY) else {
                 continue;
             };
-            for e in entries.flatten() {
-                // file_type() does not follow symlinks: a link to elsewhere
-                // on the host is not watched.
-                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            // SAFETY: a NULL path marks the object `dir` refers to.
+            let r = unsafe {
+                libc::fanotify_mark(
+                    self.fd.as_raw_fd(),
+                    libc::FAN_MARK_ADD | libc::FAN_MARK_ONLYDIR,
+                    MARK,
+                    dir.as_raw_fd(),
+                    std::ptr::null(),
+                )
+            };
+            if r != 0 {
+                continue;
+            }
+            let Ok(mut entries) = nix::dir::Dir::from_fd(dir.into_raw_fd()) else {
+                self.dirs.insert(key, Dir { guest: g, root });
+                continue;
+            };
+            let at = entries.as_raw_fd();
+            for e in entries.iter().flatten() {
+                let name = e.file_name().to_bytes();
+                let maybe_dir = matches!(e.file_type(), None | Some(nix::dir::Type::Directory));
+                if !maybe_dir || name == b"." || name == b".." {
                     continue;
                 }
-                if let Some(name) = e.file_name().to_str() {
-                    queue.push_back((e.path(), format!("{g}/{name}")));
-                }
+                let (Some(child), Ok(n)) = (subdir_key(at, name), std::str::from_utf8(name)) else {
+                    continue;
+                };
+                queue.push_back((child, format!("{g}/{n}")));
             }
+            self.dirs.insert(key, Dir { guest: g, root });
         }
     }
 
-    fn add(&mut self, host: &Path, guest: &str) -> bool {
-        let Some(key) = handle_key(host) else {
-            return false;
-        };
-        if self.dirs.contains_key(&key) {
-            return false;
+    /// A watched directory, opened by its handle: where it is now, whatever
+    /// its path has become.
+    fn open_dir(&self, root: usize, key: &[u8], flags: i32) -> Option<OwnedFd> {
+        let mount = self.roots.get(root)?;
+        let data = key.get(12..)?;
+        if data.len() > HANDLE_MAX {
+            return None;
         }
-        let Ok(path) = CString::new(host.as_os_str().as_bytes()) else {
-            return false;
+        let mut h = Handle {
+            bytes: data.len() as u32,
+            kind: i32::from_ne_bytes(key.get(8..12)?.try_into().ok()?),
+            data: [0; HANDLE_MAX],
         };
-        // SAFETY: `path` is NUL-terminated; nothing is written.
-        let r = unsafe {
-            libc::fanotify_mark(
-                self.fd.as_raw_fd(),
-                libc::FAN_MARK_ADD | libc::FAN_MARK_ONLYDIR | libc::FAN_MARK_DONT_FOLLOW,
-                MARK,
-                libc::AT_FDCWD,
-                path.as_ptr(),
+        h.data[..data.len()].copy_from_slice(data);
+        // SAFETY: `h` starts like struct file_handle with `bytes` valid
+        // bytes of handle; the fd is owned below.
+        let fd = unsafe {
+            libc::open_by_handle_at(
+                mount.as_raw_fd(),
+                (&mut h as *mut Handle).cast(),
+                flags | libc::O_DIRECTORY | libc::O_CLOEXEC,
             )
         };
-        if r != 0 {
-            return false;
-        }
-        self.dirs.insert(
-            key,
-            Dir {
-                host: host.to_path_buf(),
-                guest: guest.to_string(),
-            },
-        );
-        true
+        // SAFETY: a new fd owned by nobody else.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     /// Waits up to `timeout` for host changes and returns those other
@@ -225,19 +255,33 @@ impl HostWatch {
         let Some(dir) = self.dirs.get(key) else {
             return;
         };
-        let (host, guest) = (dir.host.join(name), dir.guest.clone());
-        if mask & libc::FAN_ONDIR != 0 && mask & (libc::FAN_CREATE | libc::FAN_MOVED_TO) != 0 {
-            self.add_tree(&host, &format!("{guest}/{name}"));
-        }
-        if pid == self.pid {
-            return;
-        }
+        let (guest, root) = (dir.guest.clone(), dir.root);
         let came = mask & (libc::FAN_CREATE | libc::FAN_MOVED_TO) != 0;
         let went = mask & (libc::FAN_DELETE | libc::FAN_MOVED_FROM) != 0;
+        let new_dir = mask & libc::FAN_ONDIR != 0 && came;
+        let mine = pid == self.pid;
+        // Only what needs the directory opens it.
+        let at = if new_dir || (!mine && came && went) {
+            self.open_dir(root, key, libc::O_PATH)
+        } else {
+            None
+        };
+        if new_dir {
+            if let Some(child) = at
+                .as_ref()
+                .and_then(|at| subdir_key(at.as_raw_fd(), name.as_bytes()))
+            {
+                self.add_tree(root, child, format!("{guest}/{name}"));
+            }
+        }
+        if mine {
+            return;
+        }
         // fanotify merges the unread events of one entry into one mask;
         // inotify reports one event per bit. An entry that came and went
         // is there now if it went first.
-        let went_first = came && went && host.symlink_metadata().is_ok();
+        let went_first =
+            came && went && at.is_some_and(|at| exists_at(at.as_raw_fd(), name.as_bytes()));
         let order = if went_first { WENT_FIRST } else { CAME_FIRST };
         let dir_bit = if mask & libc::FAN_ONDIR != 0 {
             libc::IN_ISDIR
@@ -302,16 +346,41 @@ fn dfid_name(rec: &[u8]) -> Option<(Vec<u8>, &[u8])> {
     Some((key, name))
 }
 
-/// The file system id and file handle of a directory, as fanotify reports
-/// them. Does not follow a final symlink.
-fn handle_key(path: &Path) -> Option<Vec<u8>> {
-    #[repr(C)]
-    struct Handle {
-        bytes: u32,
-        kind: i32,
-        data: [u8; HANDLE_MAX],
+/// struct file_handle with room for the largest handle.
+#[repr(C)]
+struct Handle {
+    bytes: u32,
+    kind: i32,
+    data: [u8; HANDLE_MAX],
+}
+
+/// openat(2) of one name below `at`, never through a symlink.
+fn open_at(at: i32, name: &[u8], flags: i32) -> std::io::Result<OwnedFd> {
+    let c = CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is NUL-terminated; the fd is owned below.
+    let fd = unsafe { libc::openat(at, c.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a new fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The key of `name` below `at` if it is a directory (not a symlink to one).
+fn subdir_key(at: i32, name: &[u8]) -> Option<Vec<u8>> {
+    if name.contains(&b'/') {
+        return None;
+    }
+    handle_key(&open_at(at, name, libc::O_PATH | libc::O_DIRECTORY).ok()?)
+}
+
+fn exists_at(at: i32, name: &[u8]) -> bool {
+    open_at(at, name, libc::O_PATH).is_ok()
+}
+
+/// The file system id and file handle of an open directory, as fanotify
+/// reports them.
+fn handle_key(fd: &OwnedFd) -> Option<Vec<u8>> {
     let mut h = Handle {
         bytes: HANDLE_MAX as u32,
         kind: 0,
@@ -319,14 +388,14 @@ fn handle_key(path: &Path) -> Option<Vec<u8>> {
     };
     let mut mount_id = 0;
     // SAFETY: `h` starts like struct file_handle and has room for the
-    // HANDLE_MAX bytes its `bytes` field announces.
+    // HANDLE_MAX bytes its `bytes` field announces; "" names `fd` itself.
     let r = unsafe {
         libc::name_to_handle_at(
-            libc::AT_FDCWD,
-            c.as_ptr(),
+            fd.as_raw_fd(),
+            c"".as_ptr(),
             (&mut h as *mut Handle).cast(),
             &mut mount_id,
-            0,
+            libc::AT_EMPTY_PATH,
         )
     };
     if r != 0 || h.bytes as usize > HANDLE_MAX {
@@ -334,8 +403,8 @@ fn handle_key(path: &Path) -> Option<Vec<u8>> {
     }
     // SAFETY: an all-zero statfs is valid; the kernel fills it.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is NUL-terminated and `st` is valid for writes.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+    // SAFETY: `st` is valid for writes.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } != 0 {
         return None;
     }
     // SAFETY: fsid_t is two C ints, plain data.
@@ -423,6 +492,33 @@ mod tests {
         assert!(w.wait(Duration::from_millis(300)).is_empty());
         // ...but a directory it made is watched for the others' changes.
         assert_eq!(w.watched(), 2);
+    }
+
+    #[test]
+    fn a_moved_directory_replaced_by_a_symlink_does_not_lead_out() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let vol = d.path().join("vol");
+        std::fs::create_dir_all(vol.join("a")).unwrap();
+        std::fs::create_dir(outside.path().join("c")).unwrap();
+        let Some(mut w) = watch(&[(vol.clone(), "/g".into())]) else {
+            return;
+        };
+        assert_eq!(w.watched(), 2);
+        // What a guest can do in its volume: a path through "a" now leads
+        // outside, while the directory it named lives on as "b".
+        std::fs::rename(vol.join("a"), vol.join("b")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), vol.join("a")).unwrap();
+        std::fs::create_dir(vol.join("b/c")).unwrap();
+        w.wait(Duration::from_millis(300));
+        assert_eq!(w.watched(), 3, "the root, b and b/c");
+        let st = std::process::Command::new("touch")
+            .arg(outside.path().join("c/leak"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let got = names(&w.wait(Duration::from_millis(500)));
+        assert!(got.iter().all(|n| !n.contains("leak")), "{got:?}");
     }
 
     #[test]
