@@ -150,6 +150,22 @@ impl HostWatch {
         }
     }
 
+    /// A watched directory moved within its volume, by the guest or the
+    /// host: it and what is watched below it are now under `to`.
+    fn moved(&mut self, root: usize, key: &[u8], to: &str) {
+        let Some(from) = self.dirs.get(key).map(|d| d.guest.clone()) else {
+            return;
+        };
+        let below = format!("{from}/");
+        for d in self.dirs.values_mut().filter(|d| d.root == root) {
+            if d.guest == from {
+                d.guest = to.to_string();
+            } else if let Some(rest) = d.guest.strip_prefix(&below) {
+                d.guest = format!("{to}/{rest}");
+            }
+        }
+    }
+
     /// A watched directory, opened by its handle: where it is now, whatever
     /// its path has become.
     fn open_dir(&self, root: usize, key: &[u8], flags: i32) -> Option<OwnedFd> {
@@ -271,7 +287,12 @@ impl HostWatch {
                 .as_ref()
                 .and_then(|at| subdir_key(at.as_raw_fd(), name.as_bytes()))
             {
-                self.add_tree(root, child, format!("{guest}/{name}"));
+                let to = format!("{guest}/{name}");
+                if self.dirs.contains_key(&child) {
+                    self.moved(root, &child, &to);
+                } else {
+                    self.add_tree(root, child, to);
+                }
             }
         }
         if mine {
@@ -519,6 +540,39 @@ mod tests {
         assert!(st.success());
         let got = names(&w.wait(Duration::from_millis(500)));
         assert!(got.iter().all(|n| !n.contains("leak")), "{got:?}");
+    }
+
+    #[test]
+    fn a_moved_directory_is_reported_where_it_is_now() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        let Some(mut w) = watch(&[(d.path().to_path_buf(), "/g".into())]) else {
+            return;
+        };
+        assert_eq!(w.watched(), 3);
+        let sh = |cmd: &str| {
+            let st = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .current_dir(d.path())
+                .status()
+                .unwrap();
+            assert!(st.success(), "{cmd}");
+        };
+        // Moved by the device (the guest), then by another process.
+        std::fs::rename(d.path().join("a"), d.path().join("x")).unwrap();
+        w.wait(Duration::from_millis(300));
+        sh("touch x/b/f");
+        let got = names(&w.wait(Duration::from_secs(1)));
+        let want = format!("/g/x/b f {:#x}", libc::IN_CREATE);
+        assert!(got.contains(&want), "{want} not in {got:?}");
+        sh("mv x y");
+        w.wait(Duration::from_millis(300));
+        sh("touch y/b/g");
+        let got = names(&w.wait(Duration::from_secs(1)));
+        let want = format!("/g/y/b g {:#x}", libc::IN_CREATE);
+        assert!(got.contains(&want), "{want} not in {got:?}");
+        assert_eq!(w.watched(), 3);
     }
 
     #[test]
