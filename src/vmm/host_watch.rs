@@ -55,10 +55,18 @@ pub struct HostWatch {
     fd: OwnedFd,
     /// By file system id and file handle, as fanotify reports directories.
     dirs: HashMap<Vec<u8>, Dir>,
-    /// Each volume's root directory.
-    roots: Vec<OwnedFd>,
+    roots: Vec<Root>,
     pid: i32,
     buf: Vec<u8>,
+    /// The kernel's queue overflowed and dropped events since the last read.
+    overflowed: bool,
+}
+
+/// A volume's root directory.
+struct Root {
+    fd: OwnedFd,
+    key: Vec<u8>,
+    guest: String,
 }
 
 impl HostWatch {
@@ -81,6 +89,7 @@ impl HostWatch {
             roots: Vec::new(),
             pid: std::process::id() as i32,
             buf: vec![0; 256 * 1024],
+            overflowed: false,
         };
         for (host, guest) in volumes {
             // Not O_PATH: open_by_handle_at takes no such fd for the mount.
@@ -91,8 +100,12 @@ impl HostWatch {
             let Some(key) = handle_key(&root) else {
                 continue;
             };
-            w.roots.push(root);
-            w.add_tree(w.roots.len() - 1, key, guest.clone());
+            w.roots.push(Root {
+                fd: root,
+                key: key.clone(),
+                guest: guest.clone(),
+            });
+            w.add_tree(w.roots.len() - 1, key, guest.clone(), false);
         }
         Ok(w)
     }
@@ -105,33 +118,44 @@ impl HostWatch {
     /// while the budget lasts. The tree is the guest's to change under us:
     /// every step is one name below an open directory, never followed if
     /// it is a symlink, so no path can lead the watch out of the volume.
-    fn add_tree(&mut self, root: usize, key: Vec<u8>, guest: String) {
+    /// `again` walks the directories already watched too, setting their
+    /// guest paths to where they are now.
+    fn add_tree(&mut self, root: usize, key: Vec<u8>, guest: String, again: bool) {
         let mut queue = VecDeque::from([(key, guest)]);
         while let Some((key, g)) = queue.pop_front() {
-            if self.dirs.len() >= MAX_DIRS {
-                return;
-            }
-            if self.dirs.contains_key(&key) {
+            let known = self.dirs.contains_key(&key);
+            if known && !again {
                 continue;
+            }
+            if !known && self.dirs.len() >= MAX_DIRS {
+                return;
             }
             let Some(dir) = self.open_dir(root, &key, libc::O_RDONLY) else {
                 continue;
             };
-            // SAFETY: a NULL path marks the object `dir` refers to.
-            let r = unsafe {
-                libc::fanotify_mark(
-                    self.fd.as_raw_fd(),
-                    libc::FAN_MARK_ADD | libc::FAN_MARK_ONLYDIR,
-                    MARK,
-                    dir.as_raw_fd(),
-                    std::ptr::null(),
-                )
-            };
-            if r != 0 {
-                continue;
+            if !known {
+                // SAFETY: a NULL path marks the object `dir` refers to.
+                let r = unsafe {
+                    libc::fanotify_mark(
+                        self.fd.as_raw_fd(),
+                        libc::FAN_MARK_ADD | libc::FAN_MARK_ONLYDIR,
+                        MARK,
+                        dir.as_raw_fd(),
+                        std::ptr::null(),
+                    )
+                };
+                if r != 0 {
+                    continue;
+                }
             }
+            self.dirs.insert(
+                key,
+                Dir {
+                    guest: g.clone(),
+                    root,
+                },
+            );
             let Ok(mut entries) = nix::dir::Dir::from_fd(dir.into_raw_fd()) else {
-                self.dirs.insert(key, Dir { guest: g, root });
                 continue;
             };
             let at = entries.as_raw_fd();
@@ -146,7 +170,16 @@ impl HostWatch {
                 };
                 queue.push_back((child, format!("{g}/{n}")));
             }
-            self.dirs.insert(key, Dir { guest: g, root });
+        }
+    }
+
+    /// After an overflow the lost events may have named new or moved
+    /// directories: each volume is walked again.
+    fn rewalk(&mut self) {
+        self.overflowed = false;
+        for i in 0..self.roots.len() {
+            let (key, guest) = (self.roots[i].key.clone(), self.roots[i].guest.clone());
+            self.add_tree(i, key, guest, true);
         }
     }
 
@@ -169,7 +202,7 @@ impl HostWatch {
     /// A watched directory, opened by its handle: where it is now, whatever
     /// its path has become.
     fn open_dir(&self, root: usize, key: &[u8], flags: i32) -> Option<OwnedFd> {
-        let mount = self.roots.get(root)?;
+        let mount = &self.roots.get(root)?.fd;
         let data = key.get(12..)?;
         if data.len() > HANDLE_MAX {
             return None;
@@ -194,7 +227,8 @@ impl HostWatch {
     }
 
     /// Waits up to `timeout` for host changes and returns those other
-    /// processes made (at most MAX_BATCH; the rest come next time).
+    /// processes made (reading stops once MAX_BATCH are in; the rest come
+    /// next time).
     pub fn wait(&mut self, timeout: Duration) -> Vec<HostChange> {
         let mut out = Vec::new();
         if !self.readable(timeout) {
@@ -216,6 +250,9 @@ impl HostWatch {
             let buf = std::mem::take(&mut self.buf);
             self.parse(&buf[..n], &mut out);
             self.buf = buf;
+        }
+        if self.overflowed {
+            self.rewalk();
         }
         out
     }
@@ -244,6 +281,9 @@ impl HostWatch {
             at += len;
             let mask = u64::from_ne_bytes(ev[8..16].try_into().unwrap_or_default());
             let pid = u32_at(ev, 20) as i32;
+            if mask & libc::FAN_Q_OVERFLOW != 0 {
+                self.overflowed = true;
+            }
             let mut i = meta_len;
             while i + 4 <= ev.len() {
                 let (kind, rec_len) = (ev[i], u16::from_ne_bytes([ev[i + 2], ev[i + 3]]) as usize);
@@ -291,7 +331,7 @@ impl HostWatch {
                 if self.dirs.contains_key(&child) {
                     self.moved(root, &child, &to);
                 } else {
-                    self.add_tree(root, child, to);
+                    self.add_tree(root, child, to, false);
                 }
             }
         }
@@ -573,6 +613,30 @@ mod tests {
         let want = format!("/g/y/b g {:#x}", libc::IN_CREATE);
         assert!(got.contains(&want), "{want} not in {got:?}");
         assert_eq!(w.watched(), 3);
+    }
+
+    #[test]
+    fn after_an_overflow_new_directories_are_watched_all_the_same() {
+        let d = tempfile::tempdir().unwrap();
+        let Some(mut w) = watch(&[(d.path().to_path_buf(), "/g".into())]) else {
+            return;
+        };
+        // More events than the kernel queues (16384), as a guest's burst
+        // makes them: the directory made last is lost with the rest.
+        for i in 0..17000 {
+            std::fs::File::create(d.path().join(format!("f{i}"))).unwrap();
+        }
+        std::fs::create_dir(d.path().join("new")).unwrap();
+        w.wait(Duration::from_millis(300));
+        assert_eq!(w.watched(), 2, "the root and new");
+        let st = std::process::Command::new("touch")
+            .arg(d.path().join("new/x"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let got = names(&w.wait(Duration::from_secs(1)));
+        let want = format!("/g/new x {:#x}", libc::IN_CREATE);
+        assert!(got.contains(&want), "{want} not in {got:?}");
     }
 
     #[test]

@@ -440,9 +440,14 @@ impl VmSandbox {
                 if changes.is_empty() {
                     continue;
                 }
-                // A lost connection ends the watch; the VM is ending.
-                if let Err(LinkError::Down(_)) = link.call(&Request::HostChanges { changes }) {
-                    return;
+                for chunk in changes.chunks(crate::vmm::host_watch::MAX_BATCH) {
+                    let req = Request::HostChanges {
+                        changes: chunk.to_vec(),
+                    };
+                    // A lost connection ends the watch; the VM is ending.
+                    if let Err(LinkError::Down(_)) = link.call(&req) {
+                        return;
+                    }
                 }
             }
         });
