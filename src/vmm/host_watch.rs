@@ -493,6 +493,17 @@ mod tests {
             .collect()
     }
 
+    /// Runs `cmd` with sh in `dir`: a change made by another process.
+    fn elsewhere(dir: &std::path::Path, cmd: &str) {
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{cmd}");
+    }
+
     #[test]
     fn reports_other_processes_changes_by_guest_directory() {
         let d = tempfile::tempdir().unwrap();
@@ -502,15 +513,7 @@ mod tests {
         };
         assert_eq!(w.watched(), 2);
         let sub = d.path().join("sub");
-        let st = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "echo x > {0}/f && mkdir {0}/new && rm {0}/f && touch {0}/new/inner",
-                sub.display()
-            ))
-            .status()
-            .unwrap();
-        assert!(st.success());
+        elsewhere(&sub, "echo x > f && mkdir new && rm f && touch new/inner");
         let mut got = Vec::new();
         for _ in 0..20 {
             got.extend(w.wait(Duration::from_millis(100)));
@@ -530,11 +533,7 @@ mod tests {
         // the file made in it at once; later changes there are reported.
         assert_eq!(w.watched(), 3);
         std::fs::remove_file(sub.join("new/inner")).ok();
-        let st = std::process::Command::new("touch")
-            .arg(sub.join("new/later"))
-            .status()
-            .unwrap();
-        assert!(st.success());
+        elsewhere(&sub, "touch new/later");
         let later = names(&w.wait(Duration::from_secs(2)));
         assert!(
             later.contains(&format!("/g/m1/sub/new later {:#x}", libc::IN_CREATE)),
@@ -573,11 +572,7 @@ mod tests {
         std::fs::create_dir(vol.join("b/c")).unwrap();
         w.wait(Duration::from_millis(300));
         assert_eq!(w.watched(), 3, "the root, b and b/c");
-        let st = std::process::Command::new("touch")
-            .arg(outside.path().join("c/leak"))
-            .status()
-            .unwrap();
-        assert!(st.success());
+        elsewhere(outside.path(), "touch c/leak");
         let got = names(&w.wait(Duration::from_millis(500)));
         assert!(got.iter().all(|n| !n.contains("leak")), "{got:?}");
     }
@@ -590,15 +585,7 @@ mod tests {
             return;
         };
         assert_eq!(w.watched(), 3);
-        let sh = |cmd: &str| {
-            let st = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .current_dir(d.path())
-                .status()
-                .unwrap();
-            assert!(st.success(), "{cmd}");
-        };
+        let sh = |cmd: &str| elsewhere(d.path(), cmd);
         // Moved by the device (the guest), then by another process.
         std::fs::rename(d.path().join("a"), d.path().join("x")).unwrap();
         w.wait(Duration::from_millis(300));
@@ -629,11 +616,7 @@ mod tests {
         std::fs::create_dir(d.path().join("new")).unwrap();
         w.wait(Duration::from_millis(300));
         assert_eq!(w.watched(), 2, "the root and new");
-        let st = std::process::Command::new("touch")
-            .arg(d.path().join("new/x"))
-            .status()
-            .unwrap();
-        assert!(st.success());
+        elsewhere(d.path(), "touch new/x");
         let got = names(&w.wait(Duration::from_secs(1)));
         let want = format!("/g/new x {:#x}", libc::IN_CREATE);
         assert!(got.contains(&want), "{want} not in {got:?}");
