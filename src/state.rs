@@ -14,6 +14,7 @@ use thiserror::Error;
 pub const OCI_VERSION: &str = "1.2.0";
 const STATE_FILE: &str = "state.json";
 const CTL_SOCKET: &str = "ctl.sock";
+const SPEC_FILE: &str = "config.json";
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -307,6 +308,27 @@ impl ContainerDir {
         };
         let data = serde_json::to_vec(state).expect("state serializes");
         write_atomic(&self.path.join(STATE_FILE), &data).map_err(io_err("write state.json"))
+    }
+
+    /// Keeps the spec as `create` read it. Later verbs take the hooks and
+    /// exec's default process from this copy, as runc does from the config
+    /// it saved, not from the bundle's file, which may have changed since.
+    pub fn save_spec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), StateError> {
+        let data = serde_json::to_vec(spec).map_err(|source| StateError::Corrupt {
+            id: self.id.clone(),
+            source,
+        })?;
+        write_atomic(&self.path.join(SPEC_FILE), &data).map_err(|source| StateError::Io {
+            id: self.id.clone(),
+            what: "write config.json",
+            source,
+        })
+    }
+
+    /// The spec saved at create, if there is one.
+    pub fn spec(&self) -> Option<oci_spec::runtime::Spec> {
+        let data = fs::read(self.path.join(SPEC_FILE)).ok()?;
+        serde_json::from_slice(&data).ok()
     }
 
     /// Removes every trace of the container.

@@ -68,6 +68,33 @@ fn mount(
 /// Mounts what the host provides for the container (its virtio-fs share,
 /// a block root); nosuid/nodev/noexec are decided per container mount later.
 pub fn guest_mount(m: &GuestMount) -> Result<(), MountError> {
+    guest_mount_fs(m)?;
+    // Shared, as a host's mounts are (systemd makes them so): a container's
+    // binds from it are then slaves or peers as their options say, as
+    // under runc (`master:N` / `shared:N` in mountinfo).
+    make_shared(&m.target)
+}
+
+fn make_shared(target: &str) -> Result<(), MountError> {
+    let d = CString::new(target).map_err(|_| MountError(format!("bad mount target {target:?}")))?;
+    // SAFETY: a valid path; no source, type or data for a propagation change.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            d.as_ptr(),
+            std::ptr::null(),
+            libc::MS_SHARED,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(MountError(format!("make {target} shared: {e}")));
+    }
+    Ok(())
+}
+
+fn guest_mount_fs(m: &GuestMount) -> Result<(), MountError> {
     let flags = if m.read_only { libc::MS_RDONLY } else { 0 };
     if !m.fstype.is_empty() {
         mount(&m.source, &m.target, &m.fstype, flags, "")?;

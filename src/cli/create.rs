@@ -107,6 +107,7 @@ fn bring_up(
     monitor: &mut Option<Child>,
 ) -> Result<()> {
     dir.save(st)?;
+    dir.save_spec(&bundle.spec)?;
     let (ours, theirs) = UnixStream::pair().map_err(CliError::io("socketpair"))?;
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("microrun")

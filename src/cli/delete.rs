@@ -44,11 +44,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             )))
         }
     }
+    let spec = dir.spec();
     dir.remove()?;
-    let bundle = crate::bundle::Bundle::load(&st.bundle).ok();
-    let poststop = bundle
+    let poststop = spec
         .as_ref()
-        .and_then(|b| b.spec.hooks().as_ref())
+        .and_then(|s| s.hooks().as_ref())
         .and_then(|h| h.poststop().as_ref());
     let mut stopped = st.clone();
     stopped.status = Status::Stopped;

@@ -101,7 +101,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             "--preserve-fds is not supported by microrun".into(),
         ));
     }
-    let process = build_process(&args, &st.bundle)?;
+    let process = build_process(&args, dir.spec())?;
     let socket = dir.ctl_socket();
     // The lock serializes verbs that change the container; an exec runs long.
     drop(dir);
@@ -202,7 +202,7 @@ pub fn standin_main(ctx: &Ctx, args: StandinArgs) -> Result<i32> {
 
 /// The process to run: from --process, or the container's own process
 /// with the command line and flags applied (as runc does).
-fn build_process(args: &Args, bundle: &std::path::Path) -> Result<Process> {
+fn build_process(args: &Args, saved: Option<oci_spec::runtime::Spec>) -> Result<Process> {
     if let Some(p) = &args.process {
         let data =
             std::fs::read(p).map_err(CliError::io(format!("read process file {}", p.display())))?;
@@ -218,10 +218,7 @@ fn build_process(args: &Args, bundle: &std::path::Path) -> Result<Process> {
             "exec: no command given (and no --process)".into(),
         ));
     }
-    let base = crate::bundle::Bundle::load(bundle)
-        .ok()
-        .and_then(|b| b.spec.process().clone())
-        .unwrap_or_default();
+    let base = saved.and_then(|s| s.process().clone()).unwrap_or_default();
     let mut p = base;
     p.set_args(Some(args.command.clone()));
     p.set_terminal(Some(args.tty));

@@ -32,10 +32,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     ctl::call(&dir.ctl_socket(), &Request::Start, &[])?;
     st.status = Status::Running;
     dir.save(&st)?;
-    let spec = crate::bundle::Bundle::load(&st.bundle).ok();
+    let spec = dir.spec();
     let poststart = spec
         .as_ref()
-        .and_then(|b| b.spec.hooks().as_ref())
+        .and_then(|s| s.hooks().as_ref())
         .and_then(|h| h.poststart().as_ref());
     if let Err(e) = hooks::run_all("poststart", poststart, &st.oci_json()) {
         crate::logging::warn(&e.to_string());

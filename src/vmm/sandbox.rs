@@ -23,7 +23,7 @@ use microrun_protocol::relay;
 use microrun_protocol::{
     GuestMount, Hello, Reply, Request, AGENT_PORT, DNS_PORT, PROTOCOL_VERSION, STDIO_PORT,
 };
-use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, PosixRlimit, Process, Spec};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
@@ -67,6 +67,8 @@ pub struct VmSandbox {
     /// Every process's stdio sockets and output relays; the sockets are
     /// ended when the VM ends.
     streams: GuestStreams,
+    /// The caller's resource limits, for what a process's spec leaves unset.
+    rlimits: Vec<PosixRlimit>,
 }
 
 impl VmSandbox {
@@ -82,6 +84,7 @@ impl VmSandbox {
             dns_relay: Mutex::new(Vec::new()),
             console: ConsoleTail::default(),
             streams: GuestStreams::default(),
+            rlimits: crate::rlimits::current(),
         }
     }
 
@@ -124,6 +127,9 @@ impl VmSandbox {
     fn guest_spec(&self) -> Result<Spec, SandboxError> {
         let mut spec = self.config.spec.clone();
         spec.set_hooks(None);
+        if let Some(p) = spec.process_mut() {
+            crate::rlimits::fill_unset(p, &self.rlimits);
+        }
         if let Some(root) = spec.root_mut() {
             root.set_path(PathBuf::from(if self.has_block_root() {
                 GUEST_BLOCK_ROOT.to_string()
@@ -705,9 +711,11 @@ impl Sandbox for VmSandbox {
     fn exec(&self, process: &Process, io: ProcessIo) -> Result<ProcessId, SandboxError> {
         let id = self.next_exec.fetch_add(1, Ordering::Relaxed);
         self.open_stdio(id, io)?;
+        let mut process = process.clone();
+        crate::rlimits::fill_unset(&mut process, &self.rlimits);
         let req = Request::Exec {
             process: id,
-            spec: Box::new(process.clone()),
+            spec: Box::new(process),
         };
         match self.call(&req) {
             Ok(_) => Ok(id),

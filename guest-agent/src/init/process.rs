@@ -35,14 +35,15 @@ fn resolve(arg0: &str, env: &[String], cwd: &Path) -> Result<PathBuf, InitError>
             .unwrap_or(false)
     };
     if arg0.contains('/') {
-        let p = cwd.join(arg0);
-        return if p.exists() {
-            Ok(PathBuf::from(arg0))
-        } else {
-            Err(InitError(format!(
-                "exec: {arg0:?}: no such file or directory"
-            )))
+        // As runc's lookup words it: a caller (docker) maps "permission
+        // denied" and "is a directory" to exit 126, a missing file to 127.
+        let why = match std::fs::metadata(cwd.join(arg0)) {
+            Ok(m) if m.is_dir() => "is a directory",
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => "permission denied",
+            Ok(_) => return Ok(PathBuf::from(arg0)),
+            Err(_) => "no such file or directory",
         };
+        return Err(InitError(format!("exec: {arg0:?}: {why}")));
     }
     env_var(env, "PATH")
         .unwrap_or(DEFAULT_PATH)
@@ -250,6 +251,31 @@ fn cstrings(v: &[String]) -> Result<Vec<CString>, InitError> {
         .collect()
 }
 
+/// Every signal at its default disposition and none blocked, as runc
+/// starts a workload. The agent is a Rust program, which ignores SIGPIPE;
+/// an ignored signal stays ignored across exec, and a pipeline's writer
+/// would then never die when its reader goes.
+fn default_signals() -> Result<(), InitError> {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL needs no handler; a number the kernel does not
+        // let us change (glibc's internal ones) only fails.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty set built by sigemptyset.
+    let rc = unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(last_err("unblock signals"));
+    }
+    Ok(())
+}
+
 pub fn finish_and_exec(
     p: &Process,
     prep: Prepared,
@@ -314,6 +340,7 @@ pub fn finish_and_exec(
             seccomp::load(s)?;
         }
     }
+    default_signals()?;
     let args = cstrings(&p.args().clone().unwrap_or_default())?;
     let env = cstrings(&prep.env)?;
     let exe = CString::new(prep.exe.to_string_lossy().as_bytes())

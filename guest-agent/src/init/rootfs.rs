@@ -342,31 +342,58 @@ fn mask_and_protect(spec: &Spec) -> Result<(), InitError> {
     Ok(())
 }
 
+/// Where the root is bound before it is moved onto `/`: a private mount of
+/// its own, because a mount whose parent is shared cannot be moved, and the
+/// root's parent (the share) is shared so that binds from it propagate as
+/// on a host whose mounts are shared (runc's binds show `master:N`).
+const STAGING: &str = "/run/microrun-croot";
+
 /// Builds the container's root and enters it. Runs as the container's init,
-/// already in its new mount, uts, ipc and pid namespaces.
+/// already in its new mount, uts, ipc and pid namespaces. The order is
+/// runc's: the whole tree slave (or the spec's rootfsPropagation), the root
+/// bound privately, the spec's mounts, the move onto `/`, and only then the
+/// spec's propagation for `/` itself.
 pub fn setup(spec: &Spec) -> Result<(), InitError> {
-    let root = spec
+    let source = spec
         .root()
         .as_ref()
         .map(|r| r.path().clone())
         .ok_or_else(|| InitError("spec has no root".into()))?;
-    let prop = match spec
+    let root_prop = match spec
         .linux()
         .as_ref()
-        .and_then(|l| l.rootfs_propagation().as_deref())
+        .and_then(|l| l.rootfs_propagation().clone())
     {
-        Some("shared") => libc::MS_SHARED,
-        Some("slave") => libc::MS_SLAVE,
-        _ => libc::MS_PRIVATE,
+        Some(p) => {
+            let (_, prop, data) = parse_options(std::slice::from_ref(&p));
+            if prop == 0 || !data.is_empty() {
+                return Err(InitError(format!("rootfsPropagation {p:?} is not valid")));
+            }
+            Some(prop)
+        }
+        None => None,
     };
-    mount(None, Path::new("/"), None, prop | libc::MS_REC, None)?;
     mount(
-        Some(&root.to_string_lossy()),
+        None,
+        Path::new("/"),
+        None,
+        root_prop.unwrap_or(libc::MS_SLAVE | libc::MS_REC),
+        None,
+    )?;
+    let staging = Path::new(STAGING);
+    make_target(staging, true)?;
+    mount(Some("tmpfs"), staging, Some("tmpfs"), 0, Some("mode=0700"))?;
+    mount(None, staging, None, libc::MS_PRIVATE, None)?;
+    let root = staging.join("root");
+    make_target(&root, true)?;
+    mount(
+        Some(&source.to_string_lossy()),
         &root,
         None,
         libc::MS_BIND | libc::MS_REC,
         None,
     )?;
+    mount(None, &root, None, libc::MS_PRIVATE, None)?;
     let mounts = spec.mounts().clone().unwrap_or_default();
     for m in &mounts {
         mount_one(&root, m)?;
@@ -393,7 +420,10 @@ pub fn setup(spec: &Spec) -> Result<(), InitError> {
         // SAFETY: as above.
         unsafe { libc::setdomainname(c.as_ptr(), d.len()) };
     }
-    enter(&root)?;
+    enter(&root, staging)?;
+    if let Some(prop) = root_prop {
+        mount(None, Path::new("/"), None, prop, None)?;
+    }
     mask_and_protect(spec)?;
     if spec
         .root()
@@ -412,10 +442,14 @@ pub fn setup(spec: &Spec) -> Result<(), InitError> {
     Ok(())
 }
 
-/// Moves the root mount onto `/` and chroots into it.
-fn enter(root: &Path) -> Result<(), InitError> {
+/// Moves the root mount onto `/`, lets go of the staging mount (still
+/// reachable by path until the chroot) and chroots into the root.
+fn enter(root: &Path, staging: &Path) -> Result<(), InitError> {
     std::env::set_current_dir(root).map_err(|e| InitError::io("chdir root", e))?;
     mount(Some("."), Path::new("/"), None, libc::MS_MOVE, None)?;
+    let s = cpath(staging)?;
+    // SAFETY: a valid path; the staging mount is empty after the move.
+    unsafe { libc::umount2(s.as_ptr(), libc::MNT_DETACH) };
     // SAFETY: a static path.
     if unsafe { libc::chroot(c".".as_ptr()) } != 0 {
         return Err(InitError::io("chroot", std::io::Error::last_os_error()));

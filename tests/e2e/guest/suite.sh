@@ -3,6 +3,7 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
+. "$here/parity.sh"
 
 t_kvm_present() {
   test -c /dev/kvm
@@ -758,6 +759,9 @@ scenario docker-exit-code t_docker_exit_code
 scenario docker-stdio t_docker_stdio
 scenario bulk-output t_bulk_output
 scenario docker-inside t_docker_inside
+scenario docker-signals-default t_docker_signals_default
+scenario docker-exec-errors t_docker_exec_errors
+scenario docker-rlimits-inherited t_docker_rlimits_inherited
 scenario docker-kill-and-exec t_docker_kill_and_exec
 scenario docker-privileged t_docker_privileged
 scenario docker-tty t_docker_tty
@@ -776,6 +780,8 @@ scenario docker-etc-files t_docker_etc_files
 scenario virtiofs-escape t_virtiofs_escape
 scenario raw-cli-binds t_raw_cli_binds
 scenario raw-cli-block-root t_raw_cli_block_root
+scenario raw-cli-propagation t_raw_cli_propagation
+scenario raw-cli-config-after-create t_raw_cli_config_after_create
 scenario host-unit-tests t_host_unit_tests
 scenario docker-network t_docker_network
 scenario docker-network-sigkill t_docker_network_sigkill
