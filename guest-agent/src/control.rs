@@ -80,7 +80,7 @@ fn decode_status(status: i32) -> (Option<i32>, Option<i32>) {
 
 /// CLONE_NEW* flags for the spec's namespaces. The network namespace is
 /// the guest's own (its devices are the container's); namespaces to join by
-/// path and user namespaces are refused.
+/// path are refused. A new user namespace owns the others made with it.
 fn clone_flags(spec: &Spec) -> Result<libc::c_int, String> {
     let mut flags = 0;
     let nss = spec
@@ -94,6 +94,7 @@ fn clone_flags(spec: &Spec) -> Result<libc::c_int, String> {
             LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
             LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
             LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+            LinuxNamespaceType::User => libc::CLONE_NEWUSER,
             // Unshared by the helper once it is in the container's cgroup
             // (see init::cgroup_ns): made at clone time, its root would be
             // the agent's cgroup.
@@ -309,6 +310,9 @@ impl Agent {
             crate::mounts::guest_mount(m).map_err(|e| e.to_string())?;
         }
         let flags = clone_flags(&spec)?;
+        // Made here: the root of a user namespace may not write to /run.
+        std::fs::create_dir_all(crate::init::STAGING)
+            .map_err(|e| format!("create {}: {e}", crate::init::STAGING))?;
         if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
             (self.say)("microrun-agent: warning: apparmor/selinux labels do not apply in the guest; ignored");
         }

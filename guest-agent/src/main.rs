@@ -4,6 +4,7 @@
 //! helper that sets up one container process (see init/).
 
 mod cgroup;
+mod child_setup;
 mod control;
 mod dns;
 mod fdpass;

@@ -59,35 +59,6 @@ fn dev_null() -> std::io::Result<OwnedFd> {
         .into())
 }
 
-/// The process's RLIMIT_NOFILE may be the host caller's, whose hard limit
-/// can exceed the guest's per-process maximum (fs.nr_open, 1048576 by
-/// default), which setrlimit would refuse: raise that maximum, as the
-/// host's own must have been.
-fn room_for_nofile(cfg: &HelperConfig) {
-    let process = match cfg {
-        HelperConfig::Init { spec } => spec.process().as_ref(),
-        HelperConfig::Exec { process, .. } => Some(process.as_ref()),
-    };
-    let want = process
-        .and_then(|p| p.rlimits().as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|r| r.typ() == oci_spec::runtime::PosixRlimitType::RlimitNofile)
-        .map(|r| r.hard().max(r.soft()))
-        .max();
-    let path = "/proc/sys/fs/nr_open";
-    let have = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    if let (Some(want), Some(have)) = (want, have) {
-        if want > have {
-            // Best effort: past the kernel's own ceiling the helper's
-            // setrlimit reports the error.
-            let _ = std::fs::write(path, want.to_string());
-        }
-    }
-}
-
 /// Clones a helper with `ns_flags` (CLONE_NEW*), moves it into `cgroup_procs`
 /// before it reads its config, and waits until it is ready.
 pub fn spawn(
@@ -96,7 +67,6 @@ pub fn spawn(
     stdio: Option<ChildStdio>,
     cgroup_procs: &std::path::Path,
 ) -> std::io::Result<Spawned> {
-    room_for_nofile(cfg);
     let (cfg_r, cfg_w) = pipe()?;
     let (bar_r, bar_w) = pipe()?;
     let (st_agent, st_child) = UnixStream::pair()?;
@@ -173,11 +143,13 @@ pub fn spawn(
     let pid = pid as libc::pid_t;
     drop(child_fds);
     drop((cfg_r, bar_r, st_child, stdio));
-    let joined = std::fs::write(cgroup_procs, pid.to_string());
+    let joined = std::fs::write(cgroup_procs, pid.to_string())
+        .map_err(|e| std::io::Error::other(format!("join cgroup: {e}")))
+        .and_then(|()| crate::child_setup::prepare(pid, cfg, ns_flags));
     if let Err(e) = joined {
         // SAFETY: killing the child we just made.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        return Err(std::io::Error::other(format!("join cgroup: {e}")));
+        return Err(e);
     }
     std::fs::File::from(cfg_w).write_all(&body)?;
     st_agent.set_read_timeout(Some(READY_TIMEOUT))?;

@@ -14,6 +14,8 @@ mod process;
 mod rootfs;
 mod seccomp;
 
+pub use rootfs::STAGING;
+
 use oci_spec::runtime::{LinuxSeccomp, Process, Spec};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
@@ -71,6 +73,18 @@ fn cgroup_ns(spec: &Spec) -> Result<(), InitError> {
     Ok(())
 }
 
+/// The agent cloned us into a new user namespace and has written its id
+/// maps by the time the config arrives.
+fn in_new_user_ns(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|nss| {
+            nss.iter()
+                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+        })
+}
+
 /// Entry point of the helper mode; never returns.
 pub fn main() -> ! {
     // SAFETY: the agent put these fds in place for us; nothing else owns them.
@@ -98,6 +112,9 @@ fn run(status: &std::os::unix::net::UnixStream) -> Result<std::convert::Infallib
         serde_json::from_slice(&raw).map_err(|e| InitError(format!("config: {e}")))?;
     let (process, seccomp, is_init) = match cfg {
         HelperConfig::Init { spec } => {
+            if in_new_user_ns(&spec) {
+                process::become_root()?;
+            }
             cgroup_ns(&spec)?;
             rootfs::setup(&spec)?;
             let p = spec

@@ -223,6 +223,26 @@ fn apply_caps(c: &LinuxCapabilities) -> Result<(), InitError> {
     Ok(())
 }
 
+/// Root of the user namespace we are in (its uid and gid 0, no extra
+/// groups), as runc's init becomes before it builds the root: files and
+/// mounts made from here on belong to the container's root, and the
+/// capabilities of the namespace stay effective.
+pub fn become_root() -> Result<(), InitError> {
+    // SAFETY: plain id syscalls.
+    unsafe {
+        if libc::setresgid(0, 0, 0) != 0 {
+            return Err(last_err("setgid 0 in the user namespace"));
+        }
+        if libc::setgroups(0, std::ptr::null()) != 0 {
+            return Err(last_err("setgroups in the user namespace"));
+        }
+        if libc::setresuid(0, 0, 0) != 0 {
+            return Err(last_err("setuid 0 in the user namespace"));
+        }
+    }
+    Ok(())
+}
+
 fn set_ids(p: &Process) -> Result<(), InitError> {
     let u = p.user();
     let gids = u.additional_gids().clone().unwrap_or_default();

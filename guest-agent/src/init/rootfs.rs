@@ -183,12 +183,39 @@ fn mount_one(root: &Path, m: &Mount) -> Result<(), InitError> {
         // The guest has cgroup v2 only: a v1 "cgroup" mount means cgroup2.
         let fstype = if typ == "cgroup" { "cgroup2" } else { typ };
         let data = if fstype == "cgroup2" { "" } else { &data };
-        mount(src.as_deref(), &dest, Some(fstype), flags, Some(data))?;
+        match mount(src.as_deref(), &dest, Some(fstype), flags, Some(data)) {
+            // A user namespace does not own the guest's network namespace,
+            // so it may not mount sysfs: the guest's, bound (runc's way).
+            Err(_) if fstype == "sysfs" && in_user_ns() => {
+                mount(
+                    Some("/sys"),
+                    &dest,
+                    None,
+                    libc::MS_BIND | libc::MS_REC,
+                    None,
+                )?;
+                mount(
+                    None,
+                    &dest,
+                    None,
+                    flags | libc::MS_BIND | libc::MS_REMOUNT,
+                    None,
+                )?;
+            }
+            r => r?,
+        }
     }
     if prop != 0 {
         mount(None, &dest, None, prop, None)?;
     }
     Ok(())
+}
+
+/// Whether this process is in a user namespace other than the guest's.
+fn in_user_ns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+        .unwrap_or(false)
 }
 
 fn make_target(dest: &Path, dir: bool) -> Result<(), InitError> {
@@ -210,6 +237,8 @@ fn make_target(dest: &Path, dir: bool) -> Result<(), InitError> {
     }
 }
 
+/// A device node; in a user namespace, where mknod is refused, the guest's
+/// own node bound onto a file instead (as runc does).
 fn mknod(
     path: &Path,
     kind: libc::mode_t,
@@ -222,14 +251,49 @@ fn mknod(
     let dev = libc::makedev(major as u32, minor as u32);
     // SAFETY: a valid path and plain integers.
     if unsafe { libc::mknod(p.as_ptr(), kind | (mode & 0o7777), dev) } != 0 {
-        return Err(InitError::io(
-            format!("mknod {}", path.display()),
-            std::io::Error::last_os_error(),
-        ));
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EPERM) {
+            return bind_guest_node(path, dev);
+        }
+        return Err(InitError::io(format!("mknod {}", path.display()), e));
     }
     // SAFETY: as above; mknod's mode is filtered by the umask.
     unsafe { libc::chmod(p.as_ptr(), mode & 0o7777) };
     Ok(())
+}
+
+/// Binds the guest's node of device `dev` (found in the guest's /dev by
+/// number) onto `path`.
+fn bind_guest_node(path: &Path, dev: libc::dev_t) -> Result<(), InitError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let source = std::fs::read_dir("/dev")
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            std::fs::symlink_metadata(p).is_ok_and(|m| {
+                (m.file_type().is_char_device() || m.file_type().is_block_device())
+                    && m.rdev() == dev
+            })
+        })
+        .ok_or_else(|| {
+            InitError(format!(
+                "device {} ({}:{}): mknod is not allowed in a user namespace and the guest has no such device to bind",
+                path.display(),
+                libc::major(dev),
+                libc::minor(dev)
+            ))
+        })?;
+    make_target(path, false)?;
+    mount(
+        Some(&source.to_string_lossy()),
+        path,
+        None,
+        libc::MS_BIND,
+        None,
+    )
 }
 
 /// The devices every container gets (as runc creates them), plus the spec's.
@@ -346,7 +410,7 @@ fn mask_and_protect(spec: &Spec) -> Result<(), InitError> {
 /// its own, because a mount whose parent is shared cannot be moved, and the
 /// root's parent (the share) is shared so that binds from it propagate as
 /// on a host whose mounts are shared (runc's binds show `master:N`).
-const STAGING: &str = "/run/microrun-croot";
+pub const STAGING: &str = "/run/microrun-croot";
 
 /// Builds the container's root and enters it. Runs as the container's init,
 /// already in its new mount, uts, ipc and pid namespaces. The order is
@@ -463,6 +527,18 @@ pub fn join(init_pid: i32) -> Result<(), InitError> {
     let open =
         |p: String| std::fs::File::open(&p).map_err(|e| InitError::io(format!("open {p}"), e));
     let root = open(format!("/proc/{init_pid}/root"))?;
+    // A user namespace first: it owns the others, and joining it gives the
+    // capabilities that joining them needs.
+    let user = format!("/proc/{init_pid}/ns/user");
+    let theirs = std::fs::metadata(&user).map_err(|e| InitError::io(format!("stat {user}"), e))?;
+    let ours = std::fs::metadata("/proc/self/ns/user")
+        .map_err(|e| InitError::io("stat /proc/self/ns/user", e))?;
+    let user_ns = {
+        use std::os::unix::fs::MetadataExt;
+        (theirs.ino() != ours.ino())
+            .then(|| open(user.clone()))
+            .transpose()?
+    };
     let mut nss = Vec::new();
     for (name, flag) in [
         ("cgroup", libc::CLONE_NEWCGROUP),
@@ -471,6 +547,17 @@ pub fn join(init_pid: i32) -> Result<(), InitError> {
         ("mnt", libc::CLONE_NEWNS),
     ] {
         nss.push((name, flag, open(format!("/proc/{init_pid}/ns/{name}"))?));
+    }
+    if let Some(u) = &user_ns {
+        use std::os::fd::AsRawFd;
+        // SAFETY: an open user namespace fd; we are single-threaded.
+        if unsafe { libc::setns(u.as_raw_fd(), libc::CLONE_NEWUSER) } != 0 {
+            return Err(InitError::io(
+                "join user namespace",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        super::process::become_root()?;
     }
     for (name, flag, f) in &nss {
         use std::os::fd::AsRawFd;

@@ -149,3 +149,49 @@ EOF
   echo "$out_mr" | grep -q '^hook: e2e-hook-at-create$'
   rm -rf "$b"
 }
+
+# userns_case RUNTIME BUNDLE: a container in a user namespace (root inside
+# is 100000 outside), its init and an exec'd process.
+userns_case() {
+  local rt=$1 b=$2 id=e2e-userns
+  "$rt" delete --force $id >/dev/null 2>&1 || true
+  "$rt" create --bundle "$b" $id </dev/null >/tmp/e2e-userns-$rt.out 2>&1 || { cat /tmp/e2e-userns-$rt.out; return 1; }
+  "$rt" start $id
+  for _ in $(seq 300); do grep -q '^done' /tmp/e2e-userns-$rt.out && break; sleep 0.2; done
+  "$rt" exec $id sh -c 'echo "exec: $(id) $(cat /proc/self/uid_map | tr -s " ")"'
+  "$rt" kill $id KILL
+  for _ in $(seq 300); do "$rt" state $id 2>/dev/null | grep -q '"status": "stopped"' && break; sleep 0.2; done
+  "$rt" delete $id
+  cat /tmp/e2e-userns-$rt.out
+  echo "owner on the host: $(stat -c '%u:%g' "$b/rootfs/tmp/made-inside")"
+  rm -f "$b/rootfs/tmp/made-inside"
+}
+
+t_raw_cli_user_namespace() {
+  local b=/tmp/e2e-userns out_runc out_mr
+  bundle "$b" '["sh", "/userns.sh"]'
+  cat >"$b/rootfs/userns.sh" <<'EOS'
+id
+tr -s ' ' </proc/self/uid_map
+tr -s ' ' </proc/self/gid_map
+grep CapEff /proc/self/status
+echo "busybox: $(stat -c '%u:%g' /bin/busybox)"
+touch /tmp/made-inside && echo "made: $(stat -c '%u:%g' /tmp/made-inside)"
+ls -l /dev/null | cut -c1-10
+echo x >/dev/null && echo "dev/null writable"
+test -d /sys/kernel && echo "sys mounted"
+echo done
+sleep 100
+EOS
+  sed -i -e 's/"readonly": true/"readonly": false/' \
+    -e 's|^  "linux": {$|&\n    "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],\n    "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],|' \
+    -e 's|^    "namespaces": \[$|&\n      {"type": "user"},|' "$b/config.json"
+  grep -q '"type": "user"' "$b/config.json"
+  chown -R 100000:100000 "$b/rootfs"
+  out_runc=$(userns_case runc "$b")
+  out_mr=$(userns_case "$MR" "$b")
+  agree "$out_runc" "$out_mr"
+  echo "$out_mr" | grep -q '^owner on the host: 100000:100000$'
+  echo "$out_mr" | grep -q '^uid=0(root)'
+  rm -rf "$b"
+}
