@@ -112,9 +112,17 @@ pub fn spawn(
         )));
     }
 
+    // A child in a new user namespace waits for its id maps and becomes the
+    // namespace's root before it execs: exec by anyone else there would
+    // drop the namespace's capabilities that building the container needs.
+    let userns = ns_flags & libc::CLONE_NEWUSER != 0;
+    let (maps_r, maps_w) = pipe()?;
+    let maps_fd = maps_r.as_raw_fd();
     // SAFETY: a fork-like clone (no CLONE_VM, no new stack). The child only
-    // calls dup2, execve and _exit on data prepared above before it replaces
-    // itself, so the other threads' state (locks) cannot bite it.
+    // calls read, raw id syscalls (not libc's, which would signal threads
+    // the child does not have), dup2, execve and _exit on data prepared
+    // above before it replaces itself, so the other threads' state (locks)
+    // cannot bite it.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -131,6 +139,16 @@ pub fn spawn(
     if pid == 0 {
         // SAFETY: see above.
         unsafe {
+            if userns {
+                let mut b = 0u8;
+                if libc::read(maps_fd, (&mut b as *mut u8).cast(), 1) != 1
+                    || libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
+                    || libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+                    || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
+                {
+                    libc::_exit(125);
+                }
+            }
             for (target, fd) in raw.iter().enumerate() {
                 if libc::dup2(*fd, target as i32) < 0 {
                     libc::_exit(126);
@@ -145,7 +163,9 @@ pub fn spawn(
     drop((cfg_r, bar_r, st_child, stdio));
     let joined = std::fs::write(cgroup_procs, pid.to_string())
         .map_err(|e| std::io::Error::other(format!("join cgroup: {e}")))
-        .and_then(|()| crate::child_setup::prepare(pid, cfg, ns_flags));
+        .and_then(|()| crate::child_setup::prepare(pid, cfg, ns_flags))
+        .and_then(|()| std::fs::File::from(maps_w).write_all(b"m"));
+    drop(maps_r);
     if let Err(e) = joined {
         // SAFETY: killing the child we just made.
         unsafe { libc::kill(pid, libc::SIGKILL) };

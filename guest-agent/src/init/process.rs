@@ -35,12 +35,13 @@ fn resolve(arg0: &str, env: &[String], cwd: &Path) -> Result<PathBuf, InitError>
             .unwrap_or(false)
     };
     if arg0.contains('/') {
-        // As runc's lookup words it: a caller (docker) maps "permission
-        // denied" and "is a directory" to exit 126, a missing file to 127.
+        // As runc's lookup words it (a directory too is "permission
+        // denied"): docker maps that to exit 126, a missing file to 127.
         let why = match std::fs::metadata(cwd.join(arg0)) {
-            Ok(m) if m.is_dir() => "is a directory",
-            Ok(m) if m.permissions().mode() & 0o111 == 0 => "permission denied",
-            Ok(_) => return Ok(PathBuf::from(arg0)),
+            Ok(m) if !m.is_dir() && m.permissions().mode() & 0o111 != 0 => {
+                return Ok(PathBuf::from(arg0))
+            }
+            Ok(_) => "permission denied",
             Err(_) => "no such file or directory",
         };
         return Err(InitError(format!("exec: {arg0:?}: {why}")));

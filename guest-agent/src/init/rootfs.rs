@@ -26,23 +26,37 @@ fn mount(
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> Result<(), InitError> {
-    let s = src.map(cstr).transpose()?;
-    let t = fstype.map(cstr).transpose()?;
-    let o = data.filter(|d| !d.is_empty()).map(cstr).transpose()?;
-    let d = cpath(dst)?;
-    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: every pointer is null or a valid NUL-terminated string.
-    let rc = unsafe { libc::mount(ptr(&s), d.as_ptr(), ptr(&t), flags, ptr(&o).cast()) };
-    if rc != 0 {
-        return Err(InitError::io(
+    mount_io(src, dst, fstype, flags, data).map_err(|e| {
+        InitError::io(
             format!(
                 "mount {} on {} ({})",
                 src.unwrap_or("-"),
                 dst.display(),
                 fstype.unwrap_or("-")
             ),
-            std::io::Error::last_os_error(),
-        ));
+            e,
+        )
+    })
+}
+
+fn mount_io(
+    src: Option<&str>,
+    dst: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> std::io::Result<()> {
+    let c =
+        |s: &str| CString::new(s).map_err(|_| std::io::Error::other(format!("NUL byte in {s:?}")));
+    let s = src.map(c).transpose()?;
+    let t = fstype.map(c).transpose()?;
+    let o = data.filter(|d| !d.is_empty()).map(c).transpose()?;
+    let d = c(&dst.to_string_lossy())?;
+    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is null or a valid NUL-terminated string.
+    let rc = unsafe { libc::mount(ptr(&s), d.as_ptr(), ptr(&t), flags, ptr(&o).cast()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
@@ -183,7 +197,7 @@ fn mount_one(root: &Path, m: &Mount) -> Result<(), InitError> {
         // The guest has cgroup v2 only: a v1 "cgroup" mount means cgroup2.
         let fstype = if typ == "cgroup" { "cgroup2" } else { typ };
         let data = if fstype == "cgroup2" { "" } else { &data };
-        match mount(src.as_deref(), &dest, Some(fstype), flags, Some(data)) {
+        match mount_io(src.as_deref(), &dest, Some(fstype), flags, Some(data)) {
             // A user namespace does not own the guest's network namespace,
             // so it may not mount sysfs: the guest's, bound (runc's way).
             Err(_) if fstype == "sysfs" && in_user_ns() => {
@@ -202,7 +216,30 @@ fn mount_one(root: &Path, m: &Mount) -> Result<(), InitError> {
                     None,
                 )?;
             }
-            r => r?,
+            // The same file system cannot be mounted on the root of one of
+            // its own mounts, and in a user namespace the guest's cgroup2
+            // comes along with the bound /sys, locked: cover it first.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && in_user_ns() => {
+                mount(
+                    Some("tmpfs"),
+                    &dest,
+                    Some("tmpfs"),
+                    flags,
+                    Some("mode=0755"),
+                )?;
+                mount(src.as_deref(), &dest, Some(fstype), flags, Some(data))?;
+            }
+            Err(e) => {
+                return Err(InitError::io(
+                    format!(
+                        "mount {} on {} ({fstype})",
+                        src.as_deref().unwrap_or("-"),
+                        dest.display()
+                    ),
+                    e,
+                ))
+            }
+            Ok(()) => {}
         }
     }
     if prop != 0 {
@@ -415,8 +452,7 @@ pub const STAGING: &str = "/run/microrun-croot";
 /// Builds the container's root and enters it. Runs as the container's init,
 /// already in its new mount, uts, ipc and pid namespaces. The order is
 /// runc's: the whole tree slave (or the spec's rootfsPropagation), the root
-/// bound privately, the spec's mounts, the move onto `/`, and only then the
-/// spec's propagation for `/` itself.
+/// bound privately, the spec's mounts, the move onto `/`.
 pub fn setup(spec: &Spec) -> Result<(), InitError> {
     let source = spec
         .root()
@@ -433,17 +469,15 @@ pub fn setup(spec: &Spec) -> Result<(), InitError> {
             if prop == 0 || !data.is_empty() {
                 return Err(InitError(format!("rootfsPropagation {p:?} is not valid")));
             }
-            Some(prop)
+            prop
         }
-        None => None,
+        None => libc::MS_SLAVE | libc::MS_REC,
     };
-    mount(
-        None,
-        Path::new("/"),
-        None,
-        root_prop.unwrap_or(libc::MS_SLAVE | libc::MS_REC),
-        None,
-    )?;
+    mount(None, Path::new("/"), None, root_prop, None)?;
+    // The guest's own `/`, which the root is moved onto, must not be
+    // shared: a tree with an unbindable mount cannot move under a shared
+    // one. It is hidden beneath the root afterwards anyway.
+    mount(None, Path::new("/"), None, libc::MS_PRIVATE, None)?;
     let staging = Path::new(STAGING);
     make_target(staging, true)?;
     mount(Some("tmpfs"), staging, Some("tmpfs"), 0, Some("mode=0700"))?;
@@ -484,10 +518,10 @@ pub fn setup(spec: &Spec) -> Result<(), InitError> {
         // SAFETY: as above.
         unsafe { libc::setdomainname(c.as_ptr(), d.len()) };
     }
+    // rootfsPropagation applies to the tree the root and binds come from,
+    // not to the root itself, which stays private as under runc 1.1 (its
+    // parent is made private before the root is bound).
     enter(&root, staging)?;
-    if let Some(prop) = root_prop {
-        mount(None, Path::new("/"), None, prop, None)?;
-    }
     mask_and_protect(spec)?;
     if spec
         .root()
