@@ -11,7 +11,7 @@ AGENT := target/$(TARGET)/release/microrun-agent
 MICRORUN := target/$(TARGET)/release/microrun
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build deps agent initramfs kernel test unit fuzz e2e e2e-shell soak demo bench install clean fmt clippy hot-functions
+.PHONY: all build deps agent initramfs kernel test unit fuzz e2e e2e-shell soak conformance demo bench install clean fmt clippy hot-functions
 
 all: build
 
@@ -51,6 +51,11 @@ fuzz:
 
 e2e: build kernel
 	bash tests/e2e/run.sh
+
+# The OCI conformance suite alone, runc and microrun side by side, in the
+# test host (make e2e runs it too, as the scenario `conformance`).
+conformance: build kernel
+	E2E_ONLY='^conformance$$' bash tests/e2e/run.sh
 
 # SOAK_VMS microVMs (500) one after another in the test host: how they end
 # (guest resets and failures per 1000, hosts lost) and what they leave.

@@ -11,8 +11,10 @@ install -m 0644 "$top/build/vmlinux" "$share/share/microrun/vmlinux"
 install -m 0644 "$top/build/initramfs.cpio" "$share/share/microrun/initramfs.cpio"
 # Static programs the suite runs inside containers (busybox lacks them).
 (cd "$top" && RUSTFLAGS='-C target-feature=+crt-static' cargo build -q --release \
-  -p microrun-e2e-tools --target x86_64-unknown-linux-gnu)
+  -p microrun-e2e-tools -p microrun-conformance --target x86_64-unknown-linux-gnu)
 install -m 0755 "$top/target/x86_64-unknown-linux-gnu/release/inotify-watch" "$share/bin/inotify-watch"
+install -m 0755 "$top/target/x86_64-unknown-linux-gnu/release/oci-conformance" "$share/bin/oci-conformance"
+install -m 0644 "$top/tests/conformance/differences.txt" "$share/e2e/conformance-differences.txt"
 cp "$here"/guest/*.sh "$share/e2e/"
 chmod +x "$share/e2e/"*.sh
 # The VMM's unit tests, to run as root with real taps, tc and mount

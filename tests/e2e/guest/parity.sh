@@ -201,3 +201,16 @@ EOS
   echo "$out_mr" | grep -q '^uid=0(root)'
   rm -rf "$b"
 }
+
+# The project's OCI conformance suite (tests/conformance): every case under
+# runc and microrun; a case microrun fails where runc passes fails this
+# scenario unless tests/conformance/differences.txt gives the reason.
+t_conformance() {
+  local r=/tmp/conformance-rootfs c
+  rm -rf "$r"; mkdir -p "$r"
+  c=$(docker create local/busybox sh)
+  docker export "$c" | tar -C "$r" -x
+  docker rm "$c" >/dev/null
+  /mnt/share/bin/oci-conformance drive --rootfs "$r" \
+    --differences /mnt/share/e2e/conformance-differences.txt ${CONFORMANCE_ONLY:+--only "$CONFORMANCE_ONLY"} runc "$MR"
+}

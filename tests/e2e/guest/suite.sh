@@ -783,6 +783,7 @@ scenario raw-cli-block-root t_raw_cli_block_root
 scenario raw-cli-propagation t_raw_cli_propagation
 scenario raw-cli-config-after-create t_raw_cli_config_after_create
 scenario raw-cli-user-namespace t_raw_cli_user_namespace
+scenario conformance t_conformance
 scenario host-unit-tests t_host_unit_tests
 scenario docker-network t_docker_network
 scenario docker-network-sigkill t_docker_network_sigkill
