@@ -16,6 +16,7 @@ share=$top/build/share
 results=$share/e2e-results
 bash "$here/stage.sh" "$share"
 : >"$results"
+rm -f "$share/conformance-report.txt"
 trap 'bash "$here/testhost" down' EXIT
 
 # The scenario that was running when the host was lost, if any.

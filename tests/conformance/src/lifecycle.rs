@@ -335,7 +335,12 @@ fn kill_signal_forms(b: &Bench, id: &str) -> Outcome {
                 return Outcome::fail(e);
             }
             ensure!(b.cmd(&["start", id]).code == Some(0), "start");
-            ensure!(wait_status(b, id, "running"), "not running");
+            let ready = bundle.join("rootfs/.conformance/ready");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !ready.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ensure!(ready.exists(), "the workload never installed its handler");
             let r = b.cmd(&["kill", id, form]);
             ensure!(r.code == Some(0), "kill {form}: {}", r.out);
             ensure!(

@@ -37,6 +37,8 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
             if args.get(2).map(String::as_str) == Some("usr1") {
                 // SAFETY: the handler only calls _exit.
                 unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
+                // The driver signals only once the handler is in place.
+                let _ = std::fs::write(format!("{DIR}/ready"), "");
             }
             std::thread::sleep(std::time::Duration::from_secs(600));
             0

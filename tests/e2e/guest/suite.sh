@@ -796,4 +796,9 @@ scenario raw-cli-lifecycle t_raw_cli_lifecycle
 scenario raw-cli-signals t_raw_cli_signals
 scenario raw-cli-delete-force t_raw_cli_delete_force
 scenario ctr-run t_ctr_run
+# The conformance counts, runc and microrun side by side, before the totals.
+if [ -f /mnt/share/conformance-report.txt ]; then
+  echo; echo "conformance (docs/conformance.md):"
+  sed -n '/^area /,$p' /mnt/share/conformance-report.txt | sed 's/^/  /'
+fi
 summary
