@@ -22,7 +22,7 @@ if command -v runc >/dev/null; then
   printf '%-34s %10.2f ms\n' "runc state" "$(( ($(date +%s%N) - t0) / 200 ))e-6"
 fi
 
-echo "== emulated test host"
+echo "== emulated test host ($(${MICRORUN_QEMU:-qemu-system-x86_64} --version | head -1); docs/testing.md has its fault counts)"
 bash "$top/tests/e2e/stage.sh" "$top/build/share"
 th=$top/tests/e2e/testhost
 trap 'bash "$th" down' EXIT

@@ -35,6 +35,26 @@ fn bind_source(bundle: &Path) -> std::io::Result<()> {
     std::fs::write(bundle.join("src/d/f"), "bound\n")
 }
 
+/// A bind source on a mount of its own that is shared, as a systemd host's
+/// mounts are, so that slave and shared binds of it show their kind.
+fn shared_bind_source(bundle: &Path) -> std::io::Result<()> {
+    let src = bundle.join("src");
+    std::fs::create_dir_all(&src)?;
+    for args in [
+        vec!["-t", "tmpfs", "conformance-src"],
+        vec!["--make-shared"],
+    ] {
+        let st = std::process::Command::new("mount")
+            .args(&args)
+            .arg(&src)
+            .status()?;
+        if !st.success() {
+            return Err(std::io::Error::other(format!("mount {args:?}")));
+        }
+    }
+    bind_source(bundle)
+}
+
 /// Owned by 100000, root of the mapped range in the user namespace case.
 fn owned_by_mapped_root(bundle: &Path) -> std::io::Result<()> {
     let status = std::process::Command::new("chown")
@@ -215,6 +235,22 @@ pub fn all() -> Vec<Case> {
             }
         },
         prepare: Some(bind_source),
+    });
+    v.push(Case {
+        area: "mounts",
+        name: "bind-propagation",
+        config: |s, bundle| {
+            let src = bundle.join("src/d");
+            for opt in ["shared", "rshared", "slave", "rslave", "private"] {
+                push(
+                    s,
+                    "mounts",
+                    json!({"destination": format!("/p-{opt}"), "type": "bind", "source": src,
+                           "options": ["rbind", opt]}),
+                );
+            }
+        },
+        prepare: Some(shared_bind_source),
     });
     v.push(Case {
         area: "namespaces",

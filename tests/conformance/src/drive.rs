@@ -149,6 +149,11 @@ impl Bench {
         let b_str = b.to_string_lossy().to_string();
         let ran = self.cmd(&["run", "--bundle", &b_str, id]);
         let _ = self.cmd(&["delete", "--force", id]);
+        // A case's own mount of a bind source goes with the bundle.
+        let _ = Command::new("umount")
+            .arg(b.join("src"))
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&b);
         let failures: Vec<&str> = ran
             .out
