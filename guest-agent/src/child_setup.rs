@@ -45,28 +45,6 @@ fn write_maps(pid: libc::pid_t, cfg: &HelperConfig) -> std::io::Result<()> {
     Ok(())
 }
 
-fn resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
-    use PosixRlimitType::*;
-    match t {
-        RlimitCpu => libc::RLIMIT_CPU,
-        RlimitFsize => libc::RLIMIT_FSIZE,
-        RlimitData => libc::RLIMIT_DATA,
-        RlimitStack => libc::RLIMIT_STACK,
-        RlimitCore => libc::RLIMIT_CORE,
-        RlimitRss => libc::RLIMIT_RSS,
-        RlimitNproc => libc::RLIMIT_NPROC,
-        RlimitNofile => libc::RLIMIT_NOFILE,
-        RlimitMemlock => libc::RLIMIT_MEMLOCK,
-        RlimitAs => libc::RLIMIT_AS,
-        RlimitLocks => libc::RLIMIT_LOCKS,
-        RlimitSigpending => libc::RLIMIT_SIGPENDING,
-        RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
-        RlimitNice => libc::RLIMIT_NICE,
-        RlimitRtprio => libc::RLIMIT_RTPRIO,
-        RlimitRttime => libc::RLIMIT_RTTIME,
-    }
-}
-
 /// The process's RLIMIT_NOFILE may be the host caller's, whose hard limit
 /// can exceed the guest's per-process maximum (fs.nr_open, 1048576 by
 /// default): raise that maximum, as the host's own must have been.
@@ -101,7 +79,14 @@ fn limits(pid: libc::pid_t, p: &Process) {
             rlim_max: r.hard(),
         };
         // SAFETY: a valid rlimit struct; the old value is not asked for.
-        unsafe { libc::prlimit(pid, resource(r.typ()), &lim, std::ptr::null_mut()) };
+        unsafe {
+            libc::prlimit(
+                pid,
+                crate::init::rlimit_resource(r.typ()),
+                &lim,
+                std::ptr::null_mut(),
+            )
+        };
     }
     if let Some(adj) = p.oom_score_adj() {
         let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string());

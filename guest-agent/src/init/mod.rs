@@ -14,6 +14,7 @@ mod process;
 mod rootfs;
 mod seccomp;
 
+pub use process::rlimit_resource;
 pub use rootfs::STAGING;
 
 use oci_spec::runtime::{LinuxSeccomp, Process, Spec};

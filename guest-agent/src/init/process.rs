@@ -123,7 +123,7 @@ pub fn terminal() -> Result<OwnedFd, InitError> {
     }
 }
 
-fn rlimit_resource(t: PosixRlimitType) -> u32 {
+pub fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
     use PosixRlimitType::*;
     match t {
         RlimitCpu => libc::RLIMIT_CPU,

@@ -24,6 +24,14 @@ const fn case(area: &'static str, name: &'static str, config: fn(&mut Value, &Pa
     }
 }
 
+const ALL_SETS: &[&str] = &[
+    "bounding",
+    "effective",
+    "permitted",
+    "inheritable",
+    "ambient",
+];
+
 fn caps(spec: &mut Value, sets: &[&str], list: Value) {
     for s in sets {
         set(spec, &format!("process/capabilities/{s}"), list.clone());
@@ -117,32 +125,10 @@ pub fn all() -> Vec<Case> {
             );
             set(s, "process/capabilities/ambient", json!(["CAP_NET_ADMIN"]));
         }),
-        case("capabilities", "none", |s, _| {
-            caps(
-                s,
-                &[
-                    "bounding",
-                    "effective",
-                    "permitted",
-                    "inheritable",
-                    "ambient",
-                ],
-                json!([]),
-            )
-        }),
+        case("capabilities", "none", |s, _| caps(s, ALL_SETS, json!([]))),
         case("capabilities", "non-root-keeps-ambient", |s, _| {
             set(s, "process/user", json!({"uid": 1000, "gid": 1000}));
-            caps(
-                s,
-                &[
-                    "bounding",
-                    "effective",
-                    "permitted",
-                    "inheritable",
-                    "ambient",
-                ],
-                json!(["CAP_NET_BIND_SERVICE"]),
-            );
+            caps(s, ALL_SETS, json!(["CAP_NET_BIND_SERVICE"]));
         }),
         case("rlimits", "several", |s, _| {
             set(
