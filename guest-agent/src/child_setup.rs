@@ -2,8 +2,8 @@
 //! helper reads its config: the id maps of its new user namespace, and the
 //! resource limits and oom_score_adj that a process inside a user
 //! namespace could not raise by itself (the host caller's RLIMIT_NOFILE,
-//! say, is above the guest's default hard limit). The helper sets the same
-//! values again, which then needs no privilege.
+//! say, is above the guest's default hard limit). The helper sets the
+//! exact values itself, which then needs no privilege.
 
 use crate::init::HelperConfig;
 use oci_spec::runtime::{LinuxIdMapping, PosixRlimitType, Process};
@@ -69,24 +69,32 @@ fn room_for_nofile(p: &Process) {
     }
 }
 
-/// Best effort for limits and the score: the helper's own calls report
-/// what did not take.
+/// Raises (never lowers) the helper's hard limits to the process's, and
+/// sets its oom_score_adj; best effort, the helper's own calls report what
+/// did not take. Only raising, so that a small limit cannot hamper the
+/// helper while it builds the container: it sets the exact values itself
+/// just before exec, which then needs no privilege (runc likewise sets
+/// limits from outside, once its init is ready).
 fn limits(pid: libc::pid_t, p: &Process) {
     room_for_nofile(p);
     for r in p.rlimits().iter().flatten() {
-        let lim = libc::rlimit {
-            rlim_cur: r.soft(),
+        let res = crate::init::rlimit_resource(r.typ());
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: a valid out pointer; nothing is set.
+        if unsafe { libc::prlimit(pid, res, std::ptr::null(), &mut old) } != 0
+            || old.rlim_max >= r.hard()
+        {
+            continue;
+        }
+        let new = libc::rlimit {
+            rlim_cur: old.rlim_cur.min(r.hard()),
             rlim_max: r.hard(),
         };
         // SAFETY: a valid rlimit struct; the old value is not asked for.
-        unsafe {
-            libc::prlimit(
-                pid,
-                crate::init::rlimit_resource(r.typ()),
-                &lim,
-                std::ptr::null_mut(),
-            )
-        };
+        unsafe { libc::prlimit(pid, res, &new, std::ptr::null_mut()) };
     }
     if let Some(adj) = p.oom_score_adj() {
         let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string());

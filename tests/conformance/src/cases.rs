@@ -142,6 +142,14 @@ pub fn all() -> Vec<Case> {
                 ]),
             )
         }),
+        // Applied just before exec: a small limit must not hamper set-up.
+        case("rlimits", "small-nofile", |s, _| {
+            set(
+                s,
+                "process/rlimits",
+                json!([{"type": "RLIMIT_NOFILE", "soft": 16, "hard": 16}]),
+            )
+        }),
         case("namespaces", "hostname-domainname", |s, _| {
             set(s, "hostname", json!("conformance-host"));
             set(s, "domainname", json!("conformance.example"));
