@@ -12,9 +12,9 @@ share=$top/build/share
 results=$share/soak-results
 want=${SOAK_VMS:-500}
 bash "$here/stage.sh" "$share"
-: >"$results"; : >"$results.log"
+# SOAK_RESUME=1 goes on from the results of an earlier run.
+[ -n "${SOAK_RESUME:-}" ] || { : >"$results"; : >"$results.log"; }
 trap 'bash "$here/testhost" down' EXIT
-lost=0
 started=$(date +%s)
 for attempt in $(seq 1 20); do
   have=$(grep -c '^vm ' "$results" || true)
@@ -25,19 +25,21 @@ for attempt in $(seq 1 20); do
       "bash /mnt/share/e2e/churn.sh $((want - have)) /mnt/share/soak-results"; then
     continue
   fi
-  lost=$((lost + 1))
   echo "soak: lost the test host after $(grep -c '^vm ' "$results" || true) microVMs; its console ends with:" >&2
-  bash "$here/testhost" console | grep -v "TCG doesn't support" | grep -E "soft lockup|stall|BUG|panic|Kernel" | tail -8 | sed 's/^/  | /' >&2
-  bash "$here/testhost" console | grep -cE "soft lockup" | sed 's/^/host-fault console soft lockups: /' >>"$results"
+  bash "$here/testhost" console | grep -v "TCG doesn't support" | tail -8 | sed 's/^/  | /' >&2 || true
+  echo "lost after $(grep -c '^vm ' "$results" || true) microVMs; QEMU $(bash "$here/testhost" status 2>&1 || true)" >>"$results"
+  n=$(bash "$here/testhost" console | grep -cE "soft lockup|rcu: INFO|BUG:|Kernel panic" || true)
+  [ "$n" -eq 0 ] || echo "host-fault the console of the lost host: $n lines of soft lockups, stalls, BUGs or panics" >>"$results"
   bash "$here/testhost" down
 done
 qemu=$(cat "$top/build/testhost/qemu-version" 2>/dev/null || echo unknown)
-awk -v lost="$lost" -v qemu="$qemu" -v secs="$(( $(date +%s) - started ))" '
+awk -v qemu="$qemu" -v secs="$(( $(date +%s) - started ))" '
   $1 == "vm" { n++; v[$4]++; t += $5 }
   $1 == "census" { print "  " $0 }
   $1 == "host-fault" { hf++; print "  " $0 }
+  $1 == "lost" { lost++; print "  " $0 }
   END {
-    printf "soak (%s): %d microVMs in %d s (%.2f s each), %d ok, %d guest resets (%.1f per 1000), %d other failures (%.1f per 1000), %d hosts lost, %d host-kernel fault lines\n",
+    printf "soak (%s): %d microVMs (this run: %d s), %.2f s each, %d ok, %d guest resets (%.1f per 1000), %d other failures (%.1f per 1000), %d hosts lost, %d host-kernel fault lines\n",
       qemu, n, secs, n ? t / n : 0, v["ok"], v["reset"], n ? 1000 * v["reset"] / n : 0, v["fail"], n ? 1000 * v["fail"] / n : 0, lost, hf
   }' "$results"
 [ -s "$results.log" ] && { echo "failures:"; cat "$results.log"; }
