@@ -13,16 +13,18 @@ cache=${MICRORUN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/microrun}/qemu/${ver//:/
 if [ ! -x "$cache/qemu-system-x86_64" ]; then
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  (cd "$work" && apt-get download -q "qemu-system-x86=$ver" "qemu-system-data=$dver" >&2)
+  # -common has the modules (TCG among them), -data the firmware.
+  (cd "$work" && apt-get download -q "qemu-system-x86=$ver" "qemu-system-common=$ver" "qemu-system-data=$dver" >&2)
   mkdir -p "$work/root"
   for f in "$work"/*.deb; do dpkg-deb -x "$f" "$work/root"; done
   rm -rf "$cache"; mkdir -p "$cache"
   mv "$work/root" "$cache/root"
-  # Its own firmware first; links into other packages (seabios) resolve
-  # through the system's data directory.
+  # Its own modules (TCG is one) and firmware first; links into other
+  # packages (seabios) resolve through the system's data directories.
   cat > "$cache/qemu-system-x86_64" <<EOS
 #!/bin/sh
-exec "$cache/root/usr/bin/qemu-system-x86_64" -L "$cache/root/usr/share/qemu" -L /usr/share/qemu "\$@"
+export QEMU_MODULE_DIR="$cache/root/usr/lib/x86_64-linux-gnu/qemu"
+exec "$cache/root/usr/bin/qemu-system-x86_64" -L "$cache/root/usr/share/qemu" -L /usr/share/qemu -L /usr/share/seabios "\$@"
 EOS
   chmod +x "$cache/qemu-system-x86_64"
 fi
