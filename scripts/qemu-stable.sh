@@ -20,11 +20,11 @@ if [ ! -x "$cache/qemu-system-x86_64" ]; then
   rm -rf "$cache"; mkdir -p "$cache"
   mv "$work/root" "$cache/root"
   # Its own modules (TCG is one) and firmware first; links into other
-  # packages (seabios) resolve through the system's data directories.
+  # packages (seabios, ipxe) resolve through the system's directories.
   cat > "$cache/qemu-system-x86_64" <<EOS
 #!/bin/sh
 export QEMU_MODULE_DIR="$cache/root/usr/lib/x86_64-linux-gnu/qemu"
-exec "$cache/root/usr/bin/qemu-system-x86_64" -L "$cache/root/usr/share/qemu" -L /usr/share/qemu -L /usr/share/seabios "\$@"
+exec "$cache/root/usr/bin/qemu-system-x86_64" -L "$cache/root/usr/share/qemu" -L /usr/share/qemu -L /usr/share/seabios -L /usr/lib/ipxe/qemu "\$@"
 EOS
   chmod +x "$cache/qemu-system-x86_64"
 fi
