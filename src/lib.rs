@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod ids;
 pub mod logging;
 pub mod monitor;
+pub mod netns;
 pub mod rlimits;
 pub mod sandbox;
 pub mod signals;

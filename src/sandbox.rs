@@ -49,7 +49,7 @@ pub enum ProcessIo {
     Terminal(OwnedFd),
 }
 
-/// What a sandbox needs to know to build the container.
+/// What a sandbox needs to know to build a container.
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
     pub id: String,
@@ -58,35 +58,54 @@ pub struct ContainerConfig {
     pub state_dir: PathBuf,
     pub spec: Spec,
     pub debug: bool,
+    /// Namespaces shared with another container of the same VM:
+    /// (`ipc`, `uts` or `pid`; that container's id).
+    pub joins: Vec<(String, String)>,
 }
 
 /// Resource usage, in the shape of runc's `events --stats` data: the
 /// guest agent's figures, passed through as they are.
 pub use microrun_protocol::Stats;
 
+/// One VM (or, for the double, one group of host processes) holding the
+/// container it was built for and any that join it later (a pod). Process
+/// ids are unique across the containers of one sandbox.
 pub trait Sandbox: Send + Sync {
     /// Boots the sandbox (the VM) up to the point where it can take a container.
     fn boot(&self) -> Result<(), SandboxError>;
-    /// Prepares the container's init up to the start barrier.
-    fn create(&self, io: ProcessIo) -> Result<(), SandboxError>;
-    /// Releases the start barrier: the workload runs.
-    fn start(&self) -> Result<(), SandboxError>;
+    /// Prepares a container's init up to the start barrier: first the one
+    /// the sandbox was built for, then any that join it. Returns its init's
+    /// process id.
+    fn create(&self, container: &ContainerConfig, io: ProcessIo)
+        -> Result<ProcessId, SandboxError>;
+    /// Releases the container's start barrier: the workload runs.
+    fn start(&self, id: &str) -> Result<(), SandboxError>;
     /// Signals one process, or with `all` every process of the container.
-    fn signal(&self, process: ProcessId, signal: i32, all: bool) -> Result<(), SandboxError>;
+    fn signal(
+        &self,
+        id: &str,
+        process: ProcessId,
+        signal: i32,
+        all: bool,
+    ) -> Result<(), SandboxError>;
     /// Starts an extra process in the running container.
-    fn exec(&self, process: &Process, io: ProcessIo) -> Result<ProcessId, SandboxError>;
+    fn exec(&self, id: &str, process: &Process, io: ProcessIo) -> Result<ProcessId, SandboxError>;
     /// Blocks until the process has exited and its output is fully delivered.
     fn wait(&self, process: ProcessId) -> Result<ExitStatus, SandboxError>;
     fn resize(&self, process: ProcessId, rows: u16, cols: u16) -> Result<(), SandboxError>;
-    fn stats(&self) -> Result<Stats, SandboxError>;
-    fn pause(&self) -> Result<(), SandboxError>;
-    fn resume(&self) -> Result<(), SandboxError>;
-    fn update(&self, resources: &LinuxResources) -> Result<(), SandboxError>;
-    /// Host pids that stand for the container's processes (for `ps`).
-    fn host_pids(&self) -> Result<Vec<i32>, SandboxError>;
+    fn stats(&self, id: &str) -> Result<Stats, SandboxError>;
+    fn pause(&self, id: &str) -> Result<(), SandboxError>;
+    fn resume(&self, id: &str) -> Result<(), SandboxError>;
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), SandboxError>;
+    /// Host pids that run the container's processes, besides its stand-in
+    /// (none for a VM).
+    fn host_pids(&self, id: &str) -> Result<Vec<i32>, SandboxError>;
+    /// Forgets a container whose init has ended: what is left of it is
+    /// killed and its parts of the sandbox released.
+    fn remove(&self, id: &str);
     /// Ends everything: processes, VM, devices.
     fn shutdown(&self);
 }
 
-/// Builds the sandbox for one container inside its monitor.
+/// Builds the sandbox for the container it is first created for.
 pub type SandboxFactory = fn(ContainerConfig) -> Result<Box<dyn Sandbox>, SandboxError>;

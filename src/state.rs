@@ -78,6 +78,14 @@ pub struct ContainerState {
     pub owner: String,
     #[serde(default)]
     pub debug: bool,
+    /// The container whose microVM this one runs in (empty: its own).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vm: String,
+    /// The process that holds that microVM, and its start time.
+    #[serde(default)]
+    pub vmm_pid: i32,
+    #[serde(default)]
+    pub vmm_start: u64,
 }
 
 /// The OCI `state` document, as runc prints it.
@@ -97,6 +105,15 @@ pub struct OciState<'a> {
 }
 
 impl ContainerState {
+    /// The container whose microVM this one runs in.
+    pub fn vm_id(&self) -> &str {
+        if self.vm.is_empty() {
+            &self.id
+        } else {
+            &self.vm
+        }
+    }
+
     /// The status as it is now: a container whose monitor is gone is stopped.
     pub fn current_status(&self) -> Status {
         match self.status {
@@ -221,10 +238,13 @@ impl Store {
                 })
             }
         };
+        // Dot-directories are the VMs' own (sockets of a VM that outlives
+        // the container it was built for), not containers.
         let mut ids: Vec<String> = rd
             .filter_map(|e| e.ok())
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
             .collect();
         ids.sort();
         Ok(ids)
@@ -386,6 +406,9 @@ mod tests {
             annotations: BTreeMap::new(),
             owner: "root".into(),
             debug: false,
+            vm: String::new(),
+            vmm_pid: 0,
+            vmm_start: 0,
         }
     }
 

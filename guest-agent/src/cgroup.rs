@@ -94,6 +94,46 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Freezes or thaws every process in it, and waits until that holds
+    /// (cgroup.events says so), as runc's freezer does.
+    pub fn freeze(&self, frozen: bool) -> std::io::Result<()> {
+        write(&self.dir, "cgroup.freeze", if frozen { "1" } else { "0" })?;
+        let want = if frozen { "frozen 1" } else { "frozen 0" };
+        for _ in 0..500 {
+            let events = std::fs::read_to_string(self.dir.join("cgroup.events"))?;
+            if events.lines().any(|l| l == want) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Err(std::io::Error::other(format!(
+            "cgroup did not reach `{want}`"
+        )))
+    }
+
+    /// Kills what is left in it and removes it.
+    pub fn remove(&self) -> std::io::Result<()> {
+        // Frozen processes die only once thawed.
+        let _ = write(&self.dir, "cgroup.freeze", "0");
+        if write(&self.dir, "cgroup.kill", "1").is_err() {
+            for pid in self.pids() {
+                // SAFETY: kill with a pid and a signal number.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        for _ in 0..500 {
+            match std::fs::remove_dir(&self.dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(2))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        std::fs::remove_dir(&self.dir)
+    }
+
     pub fn pids(&self) -> Vec<libc::pid_t> {
         std::fs::read_to_string(self.procs_file())
             .unwrap_or_default()

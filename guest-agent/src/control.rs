@@ -1,6 +1,9 @@
 //! The control stream from the monitor: one request at a time, one reply
 //! each; process exits are reported as they happen, each only once that
-//! process's stdout and stderr are delivered. The init's exit ends the VM.
+//! process's stdout and stderr are delivered. A VM holds one container, or
+//! several that share namespaces (a pod), each with its own init, root and
+//! cgroup. The VM ends once an init has exited and the monitor closes the
+//! stream (it does so when it has no container left).
 
 use crate::cgroup::Cgroup;
 use crate::init::HelperConfig;
@@ -8,7 +11,7 @@ use crate::spawn::{self, ChildStdio, Spawned};
 use crate::stdio::Streams;
 use microrun_protocol::frame::{self, Decoder};
 use microrun_protocol::relay::{self, shutdown_write};
-use microrun_protocol::{GuestMount, Hello, ProcessId, Reply, Request, PROTOCOL_VERSION};
+use microrun_protocol::{GuestMount, Hello, Join, ProcessId, Reply, Request, PROTOCOL_VERSION};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
@@ -17,7 +20,6 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-const INIT: ProcessId = 0;
 /// Exits of pids nobody registered yet (a process that died at once).
 const MAX_EARLY: usize = 1024;
 
@@ -40,6 +42,8 @@ fn send(out: &Out, reply: &Reply) -> bool {
 struct Entry {
     process: ProcessId,
     relays: Vec<JoinHandle<()>>,
+    /// A container's init.
+    init: bool,
 }
 
 #[derive(Default)]
@@ -60,8 +64,13 @@ pub struct Agent {
     out: Out,
     table: Arc<Mutex<Table>>,
     streams: Streams,
-    container: Option<Container>,
+    /// By the id the runtime's caller gave.
+    containers: HashMap<String, Container>,
     say: fn(&str),
+}
+
+fn no_container(id: &str) -> Reply {
+    err(format!("no container {id} in this VM"))
 }
 
 fn err(msg: impl std::fmt::Display) -> Reply {
@@ -78,10 +87,29 @@ fn decode_status(status: i32) -> (Option<i32>, Option<i32>) {
     }
 }
 
+/// The namespace kinds another container's init can share, with their
+/// clone flags.
+const JOINABLE: [(&str, libc::c_int); 3] = [
+    ("ipc", libc::CLONE_NEWIPC),
+    ("uts", libc::CLONE_NEWUTS),
+    ("pid", libc::CLONE_NEWPID),
+];
+
+fn kind_name(t: LinuxNamespaceType) -> &'static str {
+    match t {
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Pid => "pid",
+        _ => "",
+    }
+}
+
 /// CLONE_NEW* flags for the spec's namespaces. The network namespace is
-/// the guest's own (its devices are the container's); namespaces to join by
-/// path are refused. A new user namespace owns the others made with it.
-fn clone_flags(spec: &Spec) -> Result<libc::c_int, String> {
+/// the guest's own (its devices are the container's); a namespace with a
+/// path is joined when the host named it in `joins` (another container's in
+/// this VM) and refused otherwise. A new user namespace owns the others
+/// made with it.
+fn clone_flags(spec: &Spec, joins: &[Join]) -> Result<libc::c_int, String> {
     let mut flags = 0;
     let nss = spec
         .linux()
@@ -106,6 +134,9 @@ fn clone_flags(spec: &Spec) -> Result<libc::c_int, String> {
                 ))
             }
         };
+        if joins.iter().any(|j| j.kind == kind_name(ns.typ())) {
+            continue;
+        }
         if ns.path().is_some() {
             return Err(format!(
                 "joining an existing {:?} namespace by path is not supported in microrun guests",
@@ -125,7 +156,7 @@ impl Agent {
             out: Arc::new(Mutex::new(None)),
             table: Arc::default(),
             streams,
-            container: None,
+            containers: HashMap::new(),
             say,
         };
         agent.reap();
@@ -179,9 +210,13 @@ impl Agent {
                 protocol: PROTOCOL_VERSION,
                 agent: env!("CARGO_PKG_VERSION").into(),
             }),
-            Request::Create { .. } if self.container.is_some() => err("container already created"),
+            Request::Create { ref id, .. } if self.containers.contains_key(id) => {
+                err(format!("container {id} already exists in this VM"))
+            }
             Request::Create {
-                id: _,
+                id,
+                init,
+                joins,
                 spec,
                 mounts,
                 interfaces,
@@ -192,7 +227,7 @@ impl Agent {
                 .and_then(|()| crate::net::configure(&interfaces, &routes))
                 .map_err(|e| format!("network: {e}"))
                 .and_then(|()| crate::dns::serve(&dns_relay).map_err(|e| format!("DNS relay: {e}")))
-                .and_then(|()| self.create(*spec, &mounts))
+                .and_then(|()| self.create(id, init, *spec, &mounts, &joins))
             {
                 Ok(()) => Reply::Ok,
                 Err(e) => err(e),
@@ -207,17 +242,18 @@ impl Agent {
                 Ok(()) => Reply::Ok,
                 Err(e) => err(format!("network: {e}")),
             },
-            Request::Start => match self.container.as_mut().map(|c| c.init.start()) {
+            Request::Start { id } => match self.containers.get_mut(&id).map(|c| c.init.start()) {
                 Some(Ok(())) => Reply::Ok,
                 Some(Err(e)) => err(format!("start: {e}")),
-                None => err("no container"),
+                None => no_container(&id),
             },
             Request::Signal {
+                id,
                 process,
                 signal,
                 all,
-            } => self.signal(process, signal, all),
-            Request::Exec { process, spec } => match self.exec(process, &spec) {
+            } => self.signal(&id, process, signal, all),
+            Request::Exec { id, process, spec } => match self.exec(&id, process, &spec) {
                 Ok(()) => Reply::Ok,
                 Err(e) => err(e),
             },
@@ -226,16 +262,30 @@ impl Agent {
                 rows,
                 cols,
             } => self.resize(process, rows, cols),
-            Request::Stats => match &self.container {
+            Request::Stats { id } => match self.containers.get(&id) {
                 Some(c) => Reply::Stats(c.cgroup.stats()),
-                None => err("no container"),
+                None => no_container(&id),
             },
-            Request::Update { resources } => match &self.container {
+            Request::Update { id, resources } => match self.containers.get(&id) {
                 Some(c) => match c.cgroup.apply(&resources) {
                     Ok(()) => Reply::Ok,
                     Err(e) => err(format!("update: {e}")),
                 },
-                None => err("no container"),
+                None => no_container(&id),
+            },
+            Request::Freeze { id, frozen } => match self.containers.get(&id) {
+                Some(c) => match c.cgroup.freeze(frozen) {
+                    Ok(()) => Reply::Ok,
+                    Err(e) => err(format!("freeze: {e}")),
+                },
+                None => no_container(&id),
+            },
+            Request::Remove { id } => match self.containers.remove(&id) {
+                Some(c) => match c.cgroup.remove() {
+                    Ok(()) => Reply::Ok,
+                    Err(e) => err(format!("remove the container's cgroup: {e}")),
+                },
+                None => no_container(&id),
             },
             Request::HostChanges { changes } => {
                 crate::host_change::apply(&changes);
@@ -273,6 +323,7 @@ impl Agent {
     fn register(
         &self,
         process: ProcessId,
+        init: bool,
         sp: &mut Spawned,
         tty: Option<UnixStream>,
         mut relays: Vec<JoinHandle<()>>,
@@ -291,7 +342,11 @@ impl Agent {
             .lock()
             .map_err(|_| std::io::Error::other("poisoned"))?;
         t.pids.insert(process, sp.pid);
-        let entry = Entry { process, relays };
+        let entry = Entry {
+            process,
+            relays,
+            init,
+        };
         match t.early.remove(&sp.pid) {
             Some(status) => {
                 drop(t);
@@ -304,39 +359,116 @@ impl Agent {
         Ok(())
     }
 
-    fn create(&mut self, spec: Spec, mounts: &[GuestMount]) -> Result<(), String> {
+    fn create(
+        &mut self,
+        id: String,
+        init: ProcessId,
+        spec: Spec,
+        mounts: &[GuestMount],
+        joins: &[Join],
+    ) -> Result<(), String> {
         let process = spec.process().clone().ok_or("spec has no process")?;
         for m in mounts {
             crate::mounts::guest_mount(m).map_err(|e| e.to_string())?;
         }
-        let flags = clone_flags(&spec)?;
+        let flags = clone_flags(&spec, joins)?;
+        // The namespaces to join, opened before anything is made.
+        let mut join_fds = Vec::new();
+        for j in joins {
+            let flag = JOINABLE
+                .iter()
+                .find(|(k, _)| *k == j.kind)
+                .map(|(_, f)| *f)
+                .ok_or_else(|| format!("cannot join a {} namespace", j.kind))?;
+            let pid = self
+                .table
+                .lock()
+                .ok()
+                .and_then(|t| t.pids.get(&j.process).copied())
+                .ok_or_else(|| {
+                    format!(
+                        "the container whose {} namespace is to be joined has no running init",
+                        j.kind
+                    )
+                })?;
+            let path = format!("/proc/{pid}/ns/{}", j.kind);
+            let f = std::fs::File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+            join_fds.push((flag, f));
+        }
         // Made here: the root of a user namespace may not write to /run.
         std::fs::create_dir_all(crate::init::STAGING)
             .map_err(|e| format!("create {}: {e}", crate::init::STAGING))?;
         if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
             (self.say)("microrun-agent: warning: apparmor/selinux labels do not apply in the guest; ignored");
         }
-        let cgroup = Cgroup::create("container").map_err(|e| format!("cgroup: {e}"))?;
-        if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-            cgroup.apply(r).map_err(|e| format!("cgroup limits: {e}"))?;
-        }
-        let terminal = process.terminal().unwrap_or(false);
-        let (child, tty, relays) = self.stdio(INIT, terminal).map_err(|e| e.to_string())?;
-        let cfg = HelperConfig::Init {
-            spec: Box::new(spec.clone()),
+        // The VM's first container keeps the name it always had.
+        let name = if init == 0 {
+            "container".to_string()
+        } else {
+            format!("container-{init}")
         };
-        let mut init =
-            spawn::spawn(&cfg, flags, child, &cgroup.procs_file()).map_err(|e| e.to_string())?;
-        self.register(INIT, &mut init, tty, relays)
+        let cgroup = Cgroup::create(&name).map_err(|e| format!("cgroup: {e}"))?;
+        let made = (|| {
+            if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+                cgroup.apply(r).map_err(|e| format!("cgroup limits: {e}"))?;
+            }
+            let terminal = process.terminal().unwrap_or(false);
+            let (child, tty, relays) = self.stdio(init, terminal).map_err(|e| e.to_string())?;
+            let cfg = HelperConfig::Init {
+                spec: Box::new(spec.clone()),
+            };
+            let procs = cgroup.procs_file();
+            // Joining changes the namespaces of the thread that joins (and
+            // the pid namespace of its children): a thread of its own.
+            let mut sp = std::thread::scope(|s| {
+                s.spawn(|| {
+                    for (flag, f) in &join_fds {
+                        // SAFETY: an open namespace fd and its type.
+                        if unsafe { libc::setns(f.as_raw_fd(), *flag) } != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    spawn::spawn(&cfg, flags, child, &procs)
+                })
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("create thread panicked")))
+            })
             .map_err(|e| e.to_string())?;
-        self.container = Some(Container { spec, cgroup, init });
-        Ok(())
+            self.register(init, true, &mut sp, tty, relays)
+                .map_err(|e| e.to_string())?;
+            Ok(sp)
+        })();
+        match made {
+            Ok(sp) => {
+                self.containers.insert(
+                    id,
+                    Container {
+                        spec,
+                        cgroup,
+                        init: sp,
+                    },
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let _ = cgroup.remove();
+                Err(e)
+            }
+        }
     }
 
-    fn exec(&mut self, process: ProcessId, p: &Process) -> Result<(), String> {
-        let c = self.container.as_ref().ok_or("no container")?;
-        if process == INIT {
-            return Err("process 0 is the init".into());
+    fn exec(&mut self, id: &str, process: ProcessId, p: &Process) -> Result<(), String> {
+        let c = self
+            .containers
+            .get(id)
+            .ok_or_else(|| format!("no container {id} in this VM"))?;
+        if self
+            .table
+            .lock()
+            .map(|t| t.pids.contains_key(&process))
+            .unwrap_or(true)
+        {
+            return Err(format!("process {process} exists already"));
         }
         let init_pid = c.init.pid;
         let cfg = HelperConfig::Exec {
@@ -369,13 +501,13 @@ impl Agent {
         })
         .map_err(|e| e.to_string())?;
         sp.barrier = None;
-        self.register(process, &mut sp, tty, relays)
+        self.register(process, false, &mut sp, tty, relays)
             .map_err(|e| e.to_string())
     }
 
-    fn signal(&self, process: ProcessId, signal: i32, all: bool) -> Reply {
-        let Some(c) = &self.container else {
-            return err("no container");
+    fn signal(&self, id: &str, process: ProcessId, signal: i32, all: bool) -> Reply {
+        let Some(c) = self.containers.get(id) else {
+            return no_container(id);
         };
         let pids = if all {
             c.cgroup.pids()
@@ -450,14 +582,15 @@ impl Agent {
     }
 }
 
-/// Reports an exit once the process's output is delivered; the init's
-/// exit ends the VM once the monitor has read it.
+/// Reports an exit once the process's output is delivered; after an init's
+/// exit the VM ends once the monitor closes the stream (which it does when
+/// no container is left in the VM).
 fn finish(out: &Out, entry: Entry, status: i32) {
     for r in entry.relays {
         let _ = r.join();
     }
     let (code, signal) = decode_status(status);
-    if entry.process == INIT {
+    if entry.init {
         // The monitor ends the VM as soon as it reads this exit: what the
         // container wrote to a block-device root must be on the disk first.
         // SAFETY: sync takes no arguments.
@@ -471,7 +604,7 @@ fn finish(out: &Out, entry: Entry, status: i32) {
             signal,
         },
     );
-    if entry.process != INIT {
+    if !entry.init {
         return;
     }
     if !told {

@@ -8,7 +8,7 @@ pub mod threads;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change; host and agent refuse a mismatch.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The vsock port the agent listens on for the monitor's control stream.
 pub const AGENT_PORT: u32 = 1024;
@@ -85,11 +85,20 @@ pub const STREAM_NAMES: [&str; 4] = ["stdin", "stdout", "stderr", "tty"];
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Hello(Hello),
-    /// Prepare the container's init up to the start barrier. The spec is the
+    /// Prepare a container's init up to the start barrier. The spec is the
     /// bundle's, with `root.path` and bind-mount sources rewritten to paths
-    /// inside the guest and the hooks (which run on the host) removed.
+    /// inside the guest and the hooks (which run on the host) removed. A VM
+    /// holds one container, or several that share namespaces (a pod).
     Create {
         id: String,
+        /// The process id of its init: 0 for the VM's first container, a
+        /// fresh one (from the same count as exec'd processes) for others.
+        #[serde(default)]
+        init: ProcessId,
+        /// Namespaces the init joins instead of making new ones: those of
+        /// another container's init in this VM.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        joins: Vec<Join>,
         spec: Box<oci_spec::runtime::Spec>,
         /// What the agent mounts first, in order: the virtio-fs share with
         /// the rootfs and bind sources, or a block-device root.
@@ -120,15 +129,19 @@ pub enum Request {
         interfaces: Vec<NetInterface>,
         routes: Vec<NetRoute>,
     },
-    Start,
+    Start {
+        id: String,
+    },
     /// Signal one process, or with `all` every process of the container.
     Signal {
+        id: String,
         process: ProcessId,
         signal: i32,
         all: bool,
     },
     /// Start an extra process; its stdio streams must be open first.
     Exec {
+        id: String,
         process: ProcessId,
         spec: Box<oci_spec::runtime::Process>,
     },
@@ -137,9 +150,23 @@ pub enum Request {
         rows: u16,
         cols: u16,
     },
-    Stats,
+    Stats {
+        id: String,
+    },
     Update {
+        id: String,
         resources: Box<oci_spec::runtime::LinuxResources>,
+    },
+    /// Freezes (or thaws) every process of the container through its
+    /// cgroup: pausing one container of a VM that holds others.
+    Freeze {
+        id: String,
+        frozen: bool,
+    },
+    /// Forgets a container whose init has exited: what is left of its
+    /// processes is killed and its cgroup removed.
+    Remove {
+        id: String,
     },
     /// Changes other processes made on the host beneath the volumes, for
     /// the guest's inotify watchers. Best effort: a change to a directory
@@ -147,6 +174,15 @@ pub enum Request {
     HostChanges {
         changes: Vec<HostChange>,
     },
+}
+
+/// A namespace a container's init joins: `kind` is `ipc`, `uts` or `pid`
+/// (the network namespace is the guest's own for every container), taken
+/// from the init of the container that has process id `process`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Join {
+    pub kind: String,
+    pub process: ProcessId,
 }
 
 /// One change made on the host: the entry `name` of the guest directory

@@ -62,6 +62,9 @@ pub fn create(ctx: &Ctx, args: &Args) -> Result<Created> {
             "cannot allocate tty if runc will detach without setting console socket".into(),
         ));
     }
+    // Joining another container's namespaces puts it in that one's VM.
+    let join = crate::monitor::join::find(&ctx.store(), &bundle.spec)
+        .map_err(|e| CliError::Msg(e.to_string()))?;
     let dir = ctx.store().create(&args.id)?;
     let mut st = ContainerState {
         id: args.id.clone(),
@@ -80,9 +83,20 @@ pub fn create(ctx: &Ctx, args: &Args) -> Result<Created> {
             .collect(),
         owner: owner(),
         debug: ctx.debug,
+        vm: join.as_ref().map(|t| t.vm.clone()).unwrap_or_default(),
+        vmm_pid: 0,
+        vmm_start: 0,
     };
     let mut monitor: Option<Child> = None;
-    match bring_up(ctx, args, &bundle, &dir, &mut st, &mut monitor) {
+    match bring_up(
+        ctx,
+        args,
+        &bundle,
+        join.as_ref(),
+        &dir,
+        &mut st,
+        &mut monitor,
+    ) {
         Ok(()) => Ok(Created {
             monitor: monitor.expect("monitor exists after bring-up"),
             dir,
@@ -102,6 +116,7 @@ fn bring_up(
     ctx: &Ctx,
     args: &Args,
     bundle: &Bundle,
+    join: Option<&crate::monitor::join::Target>,
     dir: &ContainerDir,
     st: &mut ContainerState,
     monitor: &mut Option<Child>,
@@ -118,6 +133,12 @@ fn bring_up(
     if let Some(s) = &args.console_socket {
         cmd.arg("--console-socket")
             .arg(std::path::absolute(s).unwrap_or(s.clone()));
+    }
+    if let Some(t) = join {
+        cmd.arg("--join-vm").arg(&t.member);
+        for (kind, id) in &t.joins {
+            cmd.arg("--join-ns").arg(format!("{kind}={id}"));
+        }
     }
     cmd.arg(&args.id);
     let child_fd = theirs.as_raw_fd();
@@ -161,7 +182,11 @@ fn bring_up(
     )?;
     chan.send(&Handshake::Go)?;
 
-    expect(&mut chan, |m| matches!(m, Handshake::Done { .. }))?;
+    if let Handshake::Done { vmm, .. } = expect(&mut chan, |m| matches!(m, Handshake::Done { .. }))?
+    {
+        st.vmm_pid = vmm;
+        st.vmm_start = state::process_start_time(vmm).unwrap_or(0);
+    }
     st.status = Status::Created;
     dir.save(st)?;
     crate::logging::debug(&format!("create {}: created", args.id));
@@ -171,10 +196,10 @@ fn bring_up(
     Ok(())
 }
 
-fn expect(chan: &mut SyncChannel, ok: impl Fn(&Handshake) -> bool) -> Result<()> {
+fn expect(chan: &mut SyncChannel, ok: impl Fn(&Handshake) -> bool) -> Result<Handshake> {
     match chan.recv::<Handshake>()? {
         Handshake::Error { msg } => Err(CliError::Msg(msg)),
-        m if ok(&m) => Ok(()),
+        m if ok(&m) => Ok(m),
         m => Err(CliError::Msg(format!("monitor: unexpected message {m:?}"))),
     }
 }

@@ -188,7 +188,7 @@ pub fn standin_main(ctx: &Ctx, args: StandinArgs) -> Result<i32> {
     let socket = crate::state::ctl_socket_path(&ctx.root, &args.id);
     match Standin::launch(&socket, &job.process, job.console_socket.as_deref()) {
         Ok(s) => {
-            chan.send(&Handshake::Done { process: 0 })?;
+            chan.send(&Handshake::Done { process: 0, vmm: 0 })?;
             drop(chan);
             let status = s.wait()?;
             exit::exit_like(status)

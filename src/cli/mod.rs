@@ -178,6 +178,12 @@ pub struct MonitorArgs {
     pub bundle: PathBuf,
     #[arg(long = "console-socket")]
     pub console_socket: Option<PathBuf>,
+    /// Join the VM of this container instead of booting one
+    #[arg(long = "join-vm")]
+    pub join_vm: Option<String>,
+    /// A namespace shared with a container of that VM: KIND=ID
+    #[arg(long = "join-ns")]
+    pub join_ns: Vec<String>,
     pub id: String,
 }
 
@@ -308,6 +314,15 @@ pub fn main(factory: SandboxFactory) -> i32 {
                 bundle: a.bundle,
                 console_socket: a.console_socket,
                 debug: ctx.debug,
+                join: a.join_vm.map(|target| crate::monitor::JoinArgs {
+                    target,
+                    joins: a
+                        .join_ns
+                        .iter()
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                }),
             },
             ctx.factory,
         ),

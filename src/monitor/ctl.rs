@@ -1,5 +1,6 @@
 //! The monitor's control socket: one JSON request and one JSON response per
-//! connection; `exec` carries the process's stdio fds with the request.
+//! connection; `exec` and `join` carry the process's stdio fds with the
+//! request. Process 0 names the init of the container whose socket it is.
 
 use crate::fdpass;
 use crate::sandbox::{ExitStatus, ProcessId, Stats};
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// Bound on one request or response line.
@@ -55,34 +56,69 @@ pub enum Request {
         resources: Box<LinuxResources>,
     },
     Pids,
+    /// A new container joins the VM of the container whose socket this is;
+    /// carries its init's stdio fds as `exec` does. The connection stays
+    /// open while the sender (the new container's stand-in) lives.
+    Join {
+        id: String,
+        bundle: PathBuf,
+        tty: bool,
+        /// Namespaces its init shares: (`ipc`, `uts` or `pid`; container id).
+        joins: Vec<(String, String)>,
+        debug: bool,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Response {
     Ok,
-    Exec { process: ProcessId },
-    Exited { status: ExitStatus },
-    Stats { stats: Stats },
-    Pids { pids: Vec<i32> },
-    Error { msg: String },
+    Exec {
+        process: ProcessId,
+    },
+    Exited {
+        status: ExitStatus,
+    },
+    Stats {
+        stats: Stats,
+    },
+    Pids {
+        pids: Vec<i32>,
+    },
+    /// The joined container waits at its start barrier; `vmm` is the pid of
+    /// the process that holds the VM.
+    Joined {
+        vmm: i32,
+    },
+    Error {
+        msg: String,
+    },
 }
 
 /// Sends one request and waits for its response.
 pub fn call(socket: &Path, req: &Request, fds: &[RawFd]) -> Result<Response, CtlError> {
+    call_keep(socket, req, fds).map(|(r, _)| r)
+}
+
+/// As `call`, and hands back the connection, which the monitor may watch.
+pub fn call_keep(
+    socket: &Path,
+    req: &Request,
+    fds: &[RawFd],
+) -> Result<(Response, UnixStream), CtlError> {
     let mut sock = crate::unixpath::connect(socket).map_err(CtlError::Connect)?;
     let mut line = serde_json::to_vec(req).map_err(|e| CtlError::Malformed(e.to_string()))?;
     line.push(b'\n');
     let n = fdpass::send(&sock, &line, fds)?;
     sock.write_all(&line[n..])?;
     let mut resp = String::new();
-    BufReader::new(sock.take(MAX_MESSAGE)).read_line(&mut resp)?;
+    BufReader::new((&sock).take(MAX_MESSAGE)).read_line(&mut resp)?;
     if resp.is_empty() {
         return Err(CtlError::Remote("monitor closed the connection".into()));
     }
     match serde_json::from_str(&resp).map_err(|e| CtlError::Malformed(e.to_string()))? {
         Response::Error { msg } => Err(CtlError::Remote(msg)),
-        r => Ok(r),
+        r => Ok((r, sock)),
     }
 }
 

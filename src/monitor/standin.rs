@@ -1,11 +1,12 @@
-//! The host stand-in of an exec'd process: it hands its stdio (or a pty) to
-//! the monitor, relays signals and window sizes, and exits with the
-//! in-guest status.
+//! The host stand-in of a process in a VM: a container's init (the
+//! container's host pid) or an exec'd process. It hands its stdio (or a
+//! pty) to the process that holds the VM, relays signals and window sizes,
+//! and exits with the in-guest status.
 
 use super::ctl::{self, Request, Response};
 use super::exit;
 use crate::console;
-use crate::sandbox::{ExitStatus, ProcessId};
+use crate::sandbox::{ExitStatus, ProcessId, INIT};
 use oci_spec::runtime::Process;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,16 @@ pub struct Standin {
 }
 
 impl Standin {
+    /// The stand-in of the init of the container whose control socket
+    /// `socket` is; `tty` is its pty slave.
+    pub fn init(socket: &Path, tty: Option<OwnedFd>) -> Standin {
+        Standin {
+            socket: socket.to_path_buf(),
+            process: INIT,
+            tty,
+        }
+    }
+
     /// Starts the process in the container. Signals must already be blocked
     /// (exit::block_relayed) so none is lost before the relay runs.
     pub fn launch(

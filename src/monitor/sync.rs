@@ -34,6 +34,9 @@ pub enum Handshake {
     /// The container (or exec'd process) is in place.
     Done {
         process: u32,
+        /// The pid of the process that holds the container's VM (create).
+        #[serde(default)]
+        vmm: i32,
     },
     Error {
         msg: String,
@@ -95,10 +98,10 @@ mod tests {
     fn messages_cross_and_eof_is_closed() {
         let (a, b) = UnixStream::pair().unwrap();
         let (mut a, mut b) = (SyncChannel::new(a), SyncChannel::new(b));
-        a.send(&Handshake::Done { process: 3 }).unwrap();
+        a.send(&Handshake::Done { process: 3, vmm: 7 }).unwrap();
         assert_eq!(
             b.recv::<Handshake>().unwrap(),
-            Handshake::Done { process: 3 }
+            Handshake::Done { process: 3, vmm: 7 }
         );
         drop(a);
         assert!(matches!(b.recv::<Handshake>(), Err(SyncError::Closed)));

@@ -40,24 +40,37 @@ pub enum ShareError {
     MissingSource { dest: String, source_path: PathBuf },
 }
 
-/// The prepared share: its host root, and where the guest finds each part.
+/// The prepared share: its host root. The VM's first container's part is
+/// the root itself; each container that joins later gets a directory of
+/// its own in it, bound at run time.
 #[derive(Debug)]
 pub struct Share {
     pub root: PathBuf,
+}
+
+/// One container's part of the share: its rootfs and bind sources.
+#[derive(Debug)]
+pub struct Part {
+    /// Its directory on the host (in the monitor's mount namespace).
+    dir: PathBuf,
+    /// The same directory in the guest.
+    guest: String,
     /// (index in the spec's mounts, guest path of its source)
     pub binds: Vec<(usize, String)>,
     /// The rootfs is to be read-only once the container is built.
     seal_root: bool,
+    /// What was bound, for `release`.
+    mounted: Vec<PathBuf>,
 }
 
-impl Share {
-    pub fn guest_rootfs() -> String {
-        format!("{GUEST_PATH}/{ROOTFS}")
+impl Part {
+    pub fn guest_rootfs(&self) -> String {
+        format!("{}/{ROOTFS}", self.guest)
     }
 
     /// Where the rootfs is in the share on the host (when it is shared).
-    pub fn host_rootfs(root: &Path) -> PathBuf {
-        root.join(ROOTFS)
+    pub fn host_rootfs(&self) -> PathBuf {
+        self.dir.join(ROOTFS)
     }
 
     /// The directory binds (volumes): (their place in the share on the
@@ -65,7 +78,7 @@ impl Share {
     pub fn volumes(&self) -> Vec<(PathBuf, String)> {
         self.binds
             .iter()
-            .map(|(i, guest)| (self.root.join(format!("m{i}")), guest.clone()))
+            .map(|(i, guest)| (self.dir.join(format!("m{i}")), guest.clone()))
             .filter(|(host, _)| host.is_dir())
             .collect()
     }
@@ -77,7 +90,7 @@ impl Share {
         if !self.seal_root {
             return Ok(());
         }
-        let dst = self.root.join(ROOTFS);
+        let dst = self.dir.join(ROOTFS);
         mount(
             None::<&str>,
             &dst,
@@ -90,6 +103,88 @@ impl Share {
             path: dst,
             source,
         })
+    }
+}
+
+impl Share {
+    /// Binds a joining container's rootfs and bind sources into the running
+    /// share, under `name` (unique for the VM's life: the guest may cache
+    /// names it has seen), with the same rules as the first part.
+    pub fn add(
+        &self,
+        name: &str,
+        rootfs: &Path,
+        root_read_only: bool,
+        mounts: &[Mount],
+    ) -> Result<Part, ShareError> {
+        check_sources(mounts)?;
+        let dir = self.root.join(name);
+        self.writable(true)?;
+        let made = std::fs::create_dir(&dir)
+            .map_err(|source| ShareError::Io {
+                what: "create",
+                path: dir.clone(),
+                source,
+            })
+            .and_then(|()| {
+                let mut part = Part {
+                    dir: dir.clone(),
+                    guest: format!("{GUEST_PATH}/{name}"),
+                    binds: Vec::new(),
+                    seal_root: root_read_only,
+                    mounted: Vec::new(),
+                };
+                // A failed bind leaves nothing behind.
+                match fill(&mut part, Some(rootfs), mounts) {
+                    Ok(()) => Ok(part),
+                    Err(e) => {
+                        detach(&part.mounted);
+                        let _ = std::fs::remove_dir_all(&dir);
+                        Err(e)
+                    }
+                }
+            });
+        self.writable(false)?;
+        made
+    }
+
+    /// Takes a joined container's part out of the share.
+    pub fn release(&self, part: Part) {
+        detach(&part.mounted);
+        if part.dir != self.root && self.writable(true).is_ok() {
+            let _ = std::fs::remove_dir_all(&part.dir);
+            let _ = self.writable(false);
+        }
+    }
+
+    fn writable(&self, rw: bool) -> Result<(), ShareError> {
+        let ro = if rw {
+            MsFlags::empty()
+        } else {
+            MsFlags::MS_RDONLY
+        };
+        mount(
+            None::<&str>,
+            &self.root,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | ro | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755,size=1m"),
+        )
+        .map_err(|source| ShareError::Mount {
+            what: if rw {
+                "make writable"
+            } else {
+                "make read-only"
+            },
+            path: self.root.clone(),
+            source,
+        })
+    }
+}
+
+fn detach(mounted: &[PathBuf]) {
+    for m in mounted.iter().rev() {
+        let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
@@ -146,29 +241,20 @@ fn bind(src: &Path, dst: &Path, recursive: bool, read_only: bool) -> Result<(), 
 }
 
 /// Enters a private mount namespace and builds the share under `dir`: the
-/// rootfs (unless the root comes as a block device) and the bind sources.
+/// first container's rootfs (unless the root comes as a block device) and
+/// bind sources, as the share's first part.
 /// Must run while the process is single-threaded (unshare(CLONE_NEWNS)).
 pub fn prepare(
     dir: &Path,
     rootfs: Option<&Path>,
     root_read_only: bool,
     mounts: &[Mount],
-) -> Result<Share, ShareError> {
+) -> Result<(Share, Part), ShareError> {
     let io = |what, path: &Path| {
         let path = path.to_path_buf();
         move |source| ShareError::Io { what, path, source }
     };
-    // Check sources first: a bad spec fails before anything is made.
-    for m in mounts {
-        if let Some(src) = bind_source(m) {
-            if std::fs::symlink_metadata(src).is_err() {
-                return Err(ShareError::MissingSource {
-                    dest: m.destination().display().to_string(),
-                    source_path: src.to_path_buf(),
-                });
-            }
-        }
-    }
+    check_sources(mounts)?;
     unshare(CloneFlags::CLONE_NEWNS).map_err(ShareError::Namespace)?;
     // Host mounts still reach us (slave); ours never reach the host.
     mount(
@@ -196,24 +282,14 @@ pub fn prepare(
         path: dir.to_path_buf(),
         source,
     })?;
-    if let Some(rootfs) = rootfs {
-        let root_dst = dir.join(ROOTFS);
-        std::fs::create_dir(&root_dst).map_err(io("create", &root_dst))?;
-        bind(rootfs, &root_dst, true, false)?;
-    }
-    let mut binds = Vec::new();
-    for (i, m) in mounts.iter().enumerate() {
-        let Some(src) = bind_source(m) else { continue };
-        let name = format!("m{i}");
-        let dst = dir.join(&name);
-        if src.is_dir() {
-            std::fs::create_dir(&dst).map_err(io("create", &dst))?;
-        } else {
-            std::fs::File::create(&dst).map_err(io("create", &dst))?;
-        }
-        bind(src, &dst, has_option(m, "rbind"), has_option(m, "ro"))?;
-        binds.push((i, format!("{GUEST_PATH}/{name}")));
-    }
+    let mut part = Part {
+        dir: dir.to_path_buf(),
+        guest: GUEST_PATH.to_string(),
+        binds: Vec::new(),
+        seal_root: root_read_only && rootfs.is_some(),
+        mounted: Vec::new(),
+    };
+    fill(&mut part, rootfs, mounts)?;
     // The guest gets the parts, not room to add its own files beside them.
     mount(
         None::<&str>,
@@ -227,11 +303,55 @@ pub fn prepare(
         path: dir.to_path_buf(),
         source,
     })?;
-    Ok(Share {
-        root: dir.to_path_buf(),
-        binds,
-        seal_root: root_read_only && rootfs.is_some(),
-    })
+    Ok((
+        Share {
+            root: dir.to_path_buf(),
+        },
+        part,
+    ))
+}
+
+/// Every bind source must exist: a bad spec fails before anything is made.
+fn check_sources(mounts: &[Mount]) -> Result<(), ShareError> {
+    for m in mounts {
+        if let Some(src) = bind_source(m) {
+            if std::fs::symlink_metadata(src).is_err() {
+                return Err(ShareError::MissingSource {
+                    dest: m.destination().display().to_string(),
+                    source_path: src.to_path_buf(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Binds the rootfs and the bind sources into the part's directory.
+fn fill(part: &mut Part, rootfs: Option<&Path>, mounts: &[Mount]) -> Result<(), ShareError> {
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ShareError::Io { what, path, source }
+    };
+    if let Some(rootfs) = rootfs {
+        let root_dst = part.dir.join(ROOTFS);
+        std::fs::create_dir(&root_dst).map_err(io("create", &root_dst))?;
+        bind(rootfs, &root_dst, true, false)?;
+        part.mounted.push(root_dst);
+    }
+    for (i, m) in mounts.iter().enumerate() {
+        let Some(src) = bind_source(m) else { continue };
+        let name = format!("m{i}");
+        let dst = part.dir.join(&name);
+        if src.is_dir() {
+            std::fs::create_dir(&dst).map_err(io("create", &dst))?;
+        } else {
+            std::fs::File::create(&dst).map_err(io("create", &dst))?;
+        }
+        bind(src, &dst, has_option(m, "rbind"), has_option(m, "ro"))?;
+        part.mounted.push(dst);
+        part.binds.push((i, format!("{}/{name}", part.guest)));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -299,7 +419,7 @@ mod tests {
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
                 let ok = (|| {
-                    let s = prepare(&share, Some(&rootfs), true, &mounts).ok()?;
+                    let (sh, s) = prepare(&share, Some(&rootfs), true, &mounts).ok()?;
                     let bad = |p: PathBuf| std::fs::write(p, b"x").is_ok();
                     // Mount points can be made until the root is sealed.
                     let before_seal = std::fs::create_dir(share.join("rootfs/mnt")).is_ok();
@@ -316,7 +436,32 @@ mod tests {
                         !bad(share.join("new")),
                         std::fs::read(share.join("m2")).ok()? == b"127.0.0.1 x\n",
                         std::fs::write(share.join("m2"), b"changed\n").is_ok(),
+                        s.host_rootfs() == share.join("rootfs"),
                     ];
+                    // A joining container's part, bound at run time, read-only
+                    // where asked, and gone without a trace when released.
+                    let j = sh.add("c1", &rootfs, false, &mounts[..2]).ok()?;
+                    let joined = [
+                        j.guest_rootfs() == format!("{GUEST_PATH}/c1/rootfs"),
+                        j.binds == vec![(1, format!("{GUEST_PATH}/c1/m1"))],
+                        share.join("c1/rootfs").is_dir(),
+                        !bad(share.join("c1/m1/f")),
+                        !bad(share.join("c1/new")),
+                        sh.add(
+                            "c2",
+                            &rootfs,
+                            false,
+                            &[m("/x", "/nonexistent", "bind", &[])],
+                        )
+                        .is_err(),
+                        !share.join("c2").exists(),
+                    ];
+                    sh.release(j);
+                    let checks: Vec<bool> = checks
+                        .into_iter()
+                        .chain(joined)
+                        .chain([!share.join("c1").exists()])
+                        .collect();
                     Some(checks.iter().all(|c| *c))
                 })();
                 std::process::exit(if ok == Some(true) { 0 } else { 1 });

@@ -136,7 +136,12 @@ impl Sandbox for Double {
         Ok(())
     }
 
-    fn create(&self, io: ProcessIo) -> Result<(), SandboxError> {
+    fn create(&self, c: &ContainerConfig, io: ProcessIo) -> Result<ProcessId, SandboxError> {
+        if c.id != self.config.id {
+            return Err(SandboxError::NotImplemented(
+                "the test double holds one container: joining it is not implemented".into(),
+            ));
+        }
         let (r, w) = nix::unistd::pipe().map_err(err)?;
         let process = self
             .config
@@ -146,17 +151,23 @@ impl Sandbox for Double {
             .ok_or_else(|| err("no process"))?;
         *self.barrier.lock().unwrap() = Some(std::fs::File::from(w));
         self.spawn(&process, io, Some(r))?;
-        Ok(())
+        Ok(INIT)
     }
 
-    fn start(&self) -> Result<(), SandboxError> {
+    fn start(&self, _id: &str) -> Result<(), SandboxError> {
         match self.barrier.lock().unwrap().take() {
             Some(mut w) => w.write_all(b"g").map_err(err),
             None => Err(err("already started")),
         }
     }
 
-    fn signal(&self, process: ProcessId, signal: i32, all: bool) -> Result<(), SandboxError> {
+    fn signal(
+        &self,
+        _id: &str,
+        process: ProcessId,
+        signal: i32,
+        all: bool,
+    ) -> Result<(), SandboxError> {
         let sig = Signal::try_from(signal).map_err(err)?;
         if all {
             let procs = self.procs.lock().unwrap();
@@ -168,7 +179,7 @@ impl Sandbox for Double {
         kill(Pid::from_raw(self.pid(process)?), sig).map_err(|_| SandboxError::NoSuchProcess)
     }
 
-    fn exec(&self, process: &Process, io: ProcessIo) -> Result<ProcessId, SandboxError> {
+    fn exec(&self, _id: &str, process: &Process, io: ProcessIo) -> Result<ProcessId, SandboxError> {
         let id = self.next.load(Ordering::SeqCst);
         self.spawn(process, io, None)?;
         Ok(id)
@@ -215,7 +226,7 @@ impl Sandbox for Double {
         }
     }
 
-    fn stats(&self) -> Result<Stats, SandboxError> {
+    fn stats(&self, _id: &str) -> Result<Stats, SandboxError> {
         let procs = self.procs.lock().unwrap();
         Ok(Stats {
             pids_current: procs.values().filter(|p| p.status.is_none()).count() as u64,
@@ -223,19 +234,19 @@ impl Sandbox for Double {
         })
     }
 
-    fn pause(&self) -> Result<(), SandboxError> {
-        self.signal(INIT, libc::SIGSTOP, true)
+    fn pause(&self, id: &str) -> Result<(), SandboxError> {
+        self.signal(id, INIT, libc::SIGSTOP, true)
     }
 
-    fn resume(&self) -> Result<(), SandboxError> {
-        self.signal(INIT, libc::SIGCONT, true)
+    fn resume(&self, id: &str) -> Result<(), SandboxError> {
+        self.signal(id, INIT, libc::SIGCONT, true)
     }
 
-    fn update(&self, _resources: &LinuxResources) -> Result<(), SandboxError> {
+    fn update(&self, _id: &str, _resources: &LinuxResources) -> Result<(), SandboxError> {
         Ok(())
     }
 
-    fn host_pids(&self) -> Result<Vec<i32>, SandboxError> {
+    fn host_pids(&self, _id: &str) -> Result<Vec<i32>, SandboxError> {
         let procs = self.procs.lock().unwrap();
         Ok(procs
             .values()
@@ -245,7 +256,11 @@ impl Sandbox for Double {
     }
 
     fn shutdown(&self) {
-        let _ = self.signal(INIT, libc::SIGKILL, true);
+        let _ = self.signal("", INIT, libc::SIGKILL, true);
+    }
+
+    fn remove(&self, id: &str) {
+        let _ = self.signal(id, INIT, libc::SIGKILL, true);
     }
 }
 

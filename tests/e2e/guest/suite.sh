@@ -4,6 +4,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 . "$here/parity.sh"
+. "$here/pods.sh"
 
 t_kvm_present() {
   test -c /dev/kvm
@@ -783,6 +784,11 @@ scenario raw-cli-block-root t_raw_cli_block_root
 scenario raw-cli-propagation t_raw_cli_propagation
 scenario raw-cli-config-after-create t_raw_cli_config_after_create
 scenario raw-cli-user-namespace t_raw_cli_user_namespace
+scenario docker-network-container t_docker_network_container
+scenario docker-ipc-container t_docker_ipc_container
+scenario docker-pid-container t_docker_pid_container
+scenario docker-pod-limits-and-order t_docker_pod_limits_and_order
+scenario raw-cli-pod-refusals t_raw_cli_pod_refusals
 scenario conformance t_conformance
 scenario host-unit-tests t_host_unit_tests
 scenario docker-network t_docker_network

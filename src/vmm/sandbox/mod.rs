@@ -1,9 +1,15 @@
-//! The production sandbox: the container runs in a microVM whose guest
-//! agent the monitor drives over virtio-vsock.
+//! The production sandbox: a microVM whose guest agent the monitor drives
+//! over virtio-vsock. It is built for one container and takes the ones that
+//! join that container's namespaces later (`container.rs`: one container
+//! in it; `link.rs`: the agent's control stream).
 //!
 //! The rootfs and the sources of bind mounts reach the guest through one
-//! virtio-fs device serving the container's share (`vmm::share`): writes
-//! on either side are seen by the other.
+//! virtio-fs device serving the share (`vmm::share`): writes on either side
+//! are seen by the other. A joining container's parts are bound into the
+//! running share.
+
+mod container;
+mod link;
 
 use super::devices::console_tail::ConsoleTail;
 use super::devices::virtio::fs::Caching;
@@ -11,28 +17,29 @@ use super::guest_streams::GuestStreams;
 use super::host_watch::HostWatch;
 use super::image;
 use super::net::{self, Network};
-use super::share::{self, Share};
+use super::share::{self, Part, Share};
 use super::vcpu::VmEnd;
 use super::vm::{DiskConfig, NetConfig, Vm, VmConfig};
-use crate::monitor::netns;
+use crate::netns;
 use crate::sandbox::{
     ContainerConfig, ExitStatus, ProcessId, ProcessIo, Sandbox, SandboxError, Stats, INIT,
 };
-use microrun_protocol::frame::{self, Decoder};
+use container::Member;
+use link::{AgentLink, Exits, LinkError};
 use microrun_protocol::relay;
 use microrun_protocol::{
     GuestMount, Hello, Reply, Request, AGENT_PORT, DNS_PORT, PROTOCOL_VERSION, STDIO_PORT,
 };
-use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, PosixRlimit, Process, Spec};
+use oci_spec::runtime::{LinuxResources, PosixRlimit, Process};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Guest memory when the spec sets no limit; added on top of a limit for the agent.
@@ -44,20 +51,32 @@ pub const BLOCK_ROOT_ANNOTATION: &str = "io.microrun.rootfs-block";
 const GUEST_BLOCK_ROOT: &str = "/run/microrun/root-block";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The VM's own sockets live here, under the state root, not in a
+/// container's directory: the VM can outlive the container it was built for.
+const VM_DIR_PREFIX: &str = ".vm-";
 
 fn fail(e: impl std::fmt::Display) -> SandboxError {
     SandboxError::Failed(e.to_string())
 }
 
 pub struct VmSandbox {
-    config: ContainerConfig,
+    /// The container the VM is built for: its size, kernel, network and
+    /// block root come from it.
+    first: ContainerConfig,
     vm: Mutex<Option<Vm>>,
     link: Arc<AgentLink>,
     /// Process exits, set by the reader thread.
     exits: Arc<Exits>,
-    next_exec: AtomicU32,
+    /// Process ids of inits that join and of exec'd processes.
+    next_process: AtomicU32,
     /// What the virtio-fs device serves, built at boot.
     share: Mutex<Option<Share>>,
+    /// The first container's part of the share, until its create takes it.
+    first_part: Mutex<Option<Part>>,
+    /// The containers in the VM, by id.
+    members: Mutex<HashMap<String, Member>>,
+    /// The vCPUs are paused (pausing the VM's only container).
+    vcpus_paused: AtomicBool,
     /// The container's network namespace, wired to the VM.
     network: Mutex<Option<Network>>,
     /// Loopback nameservers the agent relays to the namespace.
@@ -72,14 +91,17 @@ pub struct VmSandbox {
 }
 
 impl VmSandbox {
-    pub fn new(config: ContainerConfig) -> Self {
+    pub fn new(first: ContainerConfig) -> Self {
         VmSandbox {
-            config,
+            first,
             vm: Mutex::new(None),
             link: Arc::default(),
             exits: Arc::new(Exits::default()),
-            next_exec: AtomicU32::new(1),
+            next_process: AtomicU32::new(1),
             share: Mutex::new(None),
+            first_part: Mutex::new(None),
+            members: Mutex::new(HashMap::new()),
+            vcpus_paused: AtomicBool::new(false),
             network: Mutex::new(None),
             dns_relay: Mutex::new(Vec::new()),
             console: ConsoleTail::default(),
@@ -88,19 +110,34 @@ impl VmSandbox {
         }
     }
 
+    /// The VM's directory: beside the containers' in the state root.
+    fn vm_dir(&self) -> PathBuf {
+        let root = self
+            .first
+            .state_dir
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_path_buf();
+        root.join(format!(
+            "{VM_DIR_PREFIX}{}-{}",
+            self.first.id,
+            std::process::id()
+        ))
+    }
+
     fn vsock_path(&self) -> PathBuf {
-        self.config.state_dir.join("vsock.sock")
+        self.vm_dir().join("vsock.sock")
     }
 
     /// Where the guest's connections to host port `port` arrive.
     fn vsock_host_port_path(&self, port: u32) -> PathBuf {
-        self.config.state_dir.join(format!("vsock.sock_{port}"))
+        self.vm_dir().join(format!("vsock.sock_{port}"))
     }
 
     /// Memory and vCPUs from the spec's limits (see DESIGN: sizing).
     fn sizing(&self) -> (u64, u8) {
         let res = self
-            .config
+            .first
             .spec
             .linux()
             .as_ref()
@@ -122,56 +159,12 @@ impl VmSandbox {
         (mem, cpus)
     }
 
-    /// The spec as the guest needs it: its root and bind sources at their
-    /// paths in the share, without the hooks (they run here).
-    fn guest_spec(&self) -> Result<Spec, SandboxError> {
-        let mut spec = self.config.spec.clone();
-        spec.set_hooks(None);
-        if let Some(p) = spec.process_mut() {
-            crate::rlimits::fill_unset(p, &self.rlimits);
-        }
-        if let Some(root) = spec.root_mut() {
-            root.set_path(PathBuf::from(if self.has_block_root() {
-                GUEST_BLOCK_ROOT.to_string()
-            } else {
-                Share::guest_rootfs()
-            }));
-        }
-        // The VM is the container's network isolation: the container uses
-        // the guest's own namespace, where the interfaces are (including
-        // any hotplugged at start) and where the agent's DNS relay listens.
-        if let Some(nss) = spec
-            .linux_mut()
-            .as_mut()
-            .and_then(|l| l.namespaces_mut().as_mut())
-        {
-            nss.retain(|n| n.typ() != LinuxNamespaceType::Network);
-        }
-        let binds = match self.share.lock().map_err(fail)?.as_ref() {
-            Some(s) => s.binds.clone(),
-            None => Vec::new(),
-        };
-        if let Some(mounts) = spec.mounts_mut() {
-            for (i, guest) in binds {
-                if let Some(m) = mounts.get_mut(i) {
-                    m.set_source(Some(PathBuf::from(guest)));
-                }
-            }
-        }
-        Ok(spec)
-    }
-
     fn root_read_only(&self) -> bool {
-        self.config
-            .spec
-            .root()
-            .as_ref()
-            .and_then(|r| r.readonly())
-            .unwrap_or(false)
+        container::root_read_only(&self.first.spec)
     }
 
     fn block_root_annotation(&self) -> Option<&String> {
-        self.config
+        self.first
             .spec
             .annotations()
             .as_ref()
@@ -202,32 +195,30 @@ impl VmSandbox {
     }
 
     /// Builds the share the virtio-fs device serves (single-threaded: it
-    /// enters a private mount namespace); returns its host directory.
-    fn prepare_share(&self) -> Result<PathBuf, SandboxError> {
-        let mounts = self.config.spec.mounts().clone().unwrap_or_default();
-        let rootfs = (!self.has_block_root()).then_some(self.config.rootfs.as_path());
-        let s = share::prepare(
-            &self.config.state_dir.join("share"),
+    /// enters a private mount namespace); returns its host directory and
+    /// the host directory of the first container's rootfs.
+    fn prepare_share(&self) -> Result<(PathBuf, PathBuf), SandboxError> {
+        let mounts = self.first.spec.mounts().clone().unwrap_or_default();
+        let rootfs = (!self.has_block_root()).then_some(self.first.rootfs.as_path());
+        let (s, part) = share::prepare(
+            &self.first.state_dir.join("share"),
             rootfs,
             self.root_read_only(),
             &mounts,
         )
         .map_err(fail)?;
-        let root = s.root.clone();
+        let dirs = (s.root.clone(), part.host_rootfs());
         *self.share.lock().map_err(fail)? = Some(s);
-        Ok(root)
+        *self.first_part.lock().map_err(fail)? = Some(part);
+        Ok(dirs)
     }
 
     /// The virtio-fs devices: the share, and the rootfs over its place in
     /// it when the rootfs is shared.
-    fn fs_devices(&self, share: &Path) -> Vec<(String, PathBuf, Caching)> {
+    fn fs_devices(&self, share: &Path, rootfs: PathBuf) -> Vec<(String, PathBuf, Caching)> {
         let mut fs = vec![(share::TAG.to_string(), share.to_path_buf(), Caching::Shared)];
         if !self.has_block_root() {
-            fs.push((
-                share::ROOT_TAG.to_string(),
-                Share::host_rootfs(share),
-                Caching::Private,
-            ));
+            fs.push((share::ROOT_TAG.to_string(), rootfs, Caching::Private));
         }
         fs
     }
@@ -252,7 +243,7 @@ impl VmSandbox {
         } else {
             GuestMount {
                 source: share::ROOT_TAG.into(),
-                target: Share::guest_rootfs(),
+                target: format!("{}/rootfs", share::GUEST_PATH),
                 fstype: "virtiofs".into(),
                 read_only: false,
             }
@@ -264,7 +255,7 @@ impl VmSandbox {
     /// virtio-net devices. A spec without a network namespace (the host's,
     /// which a VM cannot share) gets none.
     fn wire_network(&self) -> Result<Vec<NetConfig>, SandboxError> {
-        if netns::mode(&self.config.spec) == netns::NetMode::Host {
+        if netns::mode(&self.first.spec) == netns::NetMode::Host {
             return Ok(Vec::new());
         }
         let network = net::wire().map_err(fail)?;
@@ -276,7 +267,7 @@ impl VmSandbox {
                 mtu: w.mtu,
             });
         }
-        let nameservers = net::dns::loopback_nameservers(&self.config.spec);
+        let nameservers = net::dns::loopback_nameservers(&self.first.spec);
         if !nameservers.is_empty() {
             net::dns::serve(&self.vsock_host_port_path(DNS_PORT), nameservers.clone())
                 .map_err(fail)?;
@@ -290,6 +281,9 @@ impl VmSandbox {
     /// so between create and start) are wired and hotplugged into the VM,
     /// and the agent configures them before the workload starts.
     fn wire_late_interfaces(&self) -> Result<(), SandboxError> {
+        if self.network.lock().map_err(fail)?.is_none() {
+            return Ok(());
+        }
         let mut network = self.network.lock().map_err(fail)?;
         let Some(n) = network.as_mut() else {
             return Ok(());
@@ -424,11 +418,7 @@ impl VmSandbox {
     /// watchers (host_watch), from a thread of their own that watches the
     /// volumes' trees first. Without fanotify (no CAP_SYS_ADMIN) they do
     /// not, and the container runs all the same.
-    fn watch_volumes(&self) {
-        let volumes = match self.share.lock() {
-            Ok(s) => s.as_ref().map(Share::volumes).unwrap_or_default(),
-            Err(_) => return,
-        };
+    fn watch_volumes(&self, volumes: Vec<(PathBuf, String)>) {
         if volumes.is_empty() {
             return;
         }
@@ -460,40 +450,6 @@ impl VmSandbox {
     }
 }
 
-/// The control connection to the agent.
-#[derive(Default)]
-struct AgentLink {
-    ctl: Mutex<Option<UnixStream>>,
-    replies: Mutex<Option<Receiver<Reply>>>,
-}
-
-enum LinkError {
-    Down(String),
-    /// No reply in time.
-    Silent,
-}
-
-impl AgentLink {
-    /// One request, one reply. The connection stays locked throughout, so
-    /// concurrent callers cannot take each other's replies.
-    fn call(&self, req: &Request) -> Result<Reply, LinkError> {
-        let down = |e: &dyn std::fmt::Display| LinkError::Down(e.to_string());
-        let bytes = frame::encode(req).map_err(|e| down(&e))?;
-        let mut ctl = self.ctl.lock().map_err(|e| down(&e))?;
-        ctl.as_mut()
-            .ok_or_else(|| down(&"no agent connection"))?
-            .write_all(&bytes)
-            .map_err(|e| down(&format!("agent connection: {e}")))?;
-        let rx = self.replies.lock().map_err(|e| down(&e))?;
-        let reply = rx
-            .as_ref()
-            .ok_or_else(|| down(&"no agent connection"))?
-            .recv_timeout(REPLY_TIMEOUT);
-        drop(ctl);
-        reply.map_err(|_| LinkError::Silent)
-    }
-}
-
 /// The virtio-fs server holds a descriptor per file the guest has looked
 /// up (and still caches): raise the monitor's limit to the system's
 /// per-process maximum, as virtiofsd does; without the privilege for
@@ -517,98 +473,204 @@ fn dup_file(fd: &OwnedFd) -> Result<std::fs::File, SandboxError> {
     Ok(std::fs::File::from(fd.try_clone().map_err(fail)?))
 }
 
-/// Exits of the container's processes, as the agent reports them. `None`
-/// under `dead` means the VM went away: every process is gone.
-#[derive(Default)]
-struct Exits {
-    done: Mutex<(HashMap<ProcessId, ExitStatus>, bool)>,
-    cv: Condvar,
-}
-
-impl Exits {
-    fn set(&self, process: ProcessId, st: ExitStatus) {
-        if let Ok(mut e) = self.done.lock() {
-            e.0.insert(process, st);
-        }
-        self.cv.notify_all();
+impl VmSandbox {
+    /// The process id of a container's init.
+    fn init_of(&self, id: &str) -> Option<ProcessId> {
+        self.members.lock().ok()?.get(id).map(|m| m.init)
     }
 
-    fn init_exited(&self) -> bool {
-        self.done
+    /// A joining container must fit in what the VM has left (until VMs
+    /// can grow): its memory limit beside the limits of those already in.
+    fn check_fits(&self, c: &ContainerConfig) -> Result<(), SandboxError> {
+        let Some(want) = container::memory_limit(&c.spec) else {
+            return Ok(());
+        };
+        let (mem, _) = self.sizing();
+        let budget = mem.saturating_sub(AGENT_RESERVE);
+        let taken: u64 = self
+            .members
             .lock()
-            .map(|e| e.0.contains_key(&INIT))
-            .unwrap_or(true)
+            .map_err(fail)?
+            .values()
+            .filter_map(|m| container::memory_limit(&m.config.spec))
+            .sum();
+        if taken + want > budget {
+            return Err(fail(format!(
+                "container {}: its memory limit of {} MiB does not fit in the microVM of container {}: \
+                 {} MiB for containers, {} MiB of it already taken by the limits of those in it \
+                 (a microVM does not grow yet)",
+                c.id,
+                want >> 20,
+                self.first.id,
+                budget >> 20,
+                taken >> 20
+            )));
+        }
+        Ok(())
     }
 
-    fn vm_gone(&self) {
-        if let Ok(mut e) = self.done.lock() {
-            e.1 = true;
-        }
-        self.cv.notify_all();
+    /// The first container: its parts were made at boot.
+    fn create_first(&self, c: &ContainerConfig, io: ProcessIo) -> Result<(), SandboxError> {
+        let part = self.first_part.lock().map_err(fail)?.take();
+        let guest_root = if self.has_block_root() {
+            GUEST_BLOCK_ROOT.to_string()
+        } else {
+            part.as_ref()
+                .map(Part::guest_rootfs)
+                .ok_or_else(|| fail("the first container's share was not prepared"))?
+        };
+        let member = Member {
+            config: c.clone(),
+            init: INIT,
+            part,
+        };
+        self.open_stdio(INIT, io)?;
+        let (interfaces, routes, net_sysctls) = match self.network.lock().map_err(fail)?.as_ref() {
+            Some(n) => (
+                n.wired.iter().map(|w| w.guest.clone()).collect(),
+                n.routes.clone(),
+                n.sysctls.clone(),
+            ),
+            None => (Vec::new(), Vec::new(), Vec::new()),
+        };
+        let req = Request::Create {
+            id: c.id.clone(),
+            init: INIT,
+            joins: Vec::new(),
+            spec: Box::new(member.guest_spec(guest_root, &self.rlimits)),
+            mounts: self.guest_mounts(),
+            interfaces,
+            routes,
+            net_sysctls,
+            dns_relay: self.dns_relay.lock().map_err(fail)?.clone(),
+        };
+        self.call(&req)?;
+        self.admit(member)
     }
 
-    fn wait(&self, process: ProcessId) -> Result<ExitStatus, SandboxError> {
-        let mut e = self.done.lock().map_err(fail)?;
-        loop {
-            if let Some(st) = e.0.get(&process) {
-                return Ok(*st);
+    /// A container that joins: its parts are bound into the running share,
+    /// and the agent builds it beside the others.
+    fn create_joining(
+        &self,
+        c: &ContainerConfig,
+        io: ProcessIo,
+    ) -> Result<ProcessId, SandboxError> {
+        if c.spec
+            .annotations()
+            .as_ref()
+            .is_some_and(|a| a.contains_key(BLOCK_ROOT_ANNOTATION))
+        {
+            return Err(fail(format!(
+                "{BLOCK_ROOT_ANNOTATION} is not supported for a container that joins another's microVM"
+            )));
+        }
+        if self.vcpus_paused.load(Ordering::SeqCst) {
+            return Err(fail(format!(
+                "the microVM of container {} is paused: a container cannot join it now",
+                self.first.id
+            )));
+        }
+        self.check_fits(c)?;
+        let init = self.next_process.fetch_add(1, Ordering::Relaxed);
+        let mounts = c.spec.mounts().clone().unwrap_or_default();
+        let part = {
+            let share = self.share.lock().map_err(fail)?;
+            let share = share
+                .as_ref()
+                .ok_or_else(|| fail("this microVM has no share to add a container to"))?;
+            share
+                .add(
+                    &format!("c{init}"),
+                    &c.rootfs,
+                    container::root_read_only(&c.spec),
+                    &mounts,
+                )
+                .map_err(fail)?
+        };
+        let member = Member {
+            config: c.clone(),
+            init,
+            part: Some(part),
+        };
+        let made = (|| {
+            let joins = member
+                .joins(|id| self.init_of(id))
+                .map_err(SandboxError::Failed)?;
+            let guest_root = member
+                .part
+                .as_ref()
+                .map(Part::guest_rootfs)
+                .unwrap_or_default();
+            self.open_stdio(init, io)?;
+            let req = Request::Create {
+                id: c.id.clone(),
+                init,
+                joins,
+                spec: Box::new(member.guest_spec(guest_root, &self.rlimits)),
+                mounts: Vec::new(),
+                interfaces: Vec::new(),
+                routes: Vec::new(),
+                net_sysctls: Vec::new(),
+                dns_relay: Vec::new(),
+            };
+            self.call(&req)
+        })();
+        match made {
+            Ok(_) => {
+                self.admit(member)?;
+                Ok(init)
             }
-            if e.1 {
-                return Ok(ExitStatus::Signal(libc::SIGKILL));
+            Err(e) => {
+                self.streams.forget(init);
+                if let (Ok(share), Some(part)) = (self.share.lock(), member.part) {
+                    if let Some(s) = share.as_ref() {
+                        s.release(part);
+                    }
+                }
+                Err(e)
             }
-            e = self.cv.wait(e).map_err(fail)?;
         }
     }
-}
 
-/// Reads agent messages: replies go to `call`, exits to `wait`.
-fn reader_loop(mut s: UnixStream, tx: mpsc::Sender<Reply>, exits: Arc<Exits>) {
-    let mut dec = Decoder::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match dec.next_message::<Reply>() {
-            Ok(Some(Reply::Exited {
-                process,
-                code,
-                signal,
-            })) => {
-                let st = match (code, signal) {
-                    (_, Some(sig)) => ExitStatus::Signal(sig),
-                    (Some(c), None) => ExitStatus::Code(c),
-                    (None, None) => ExitStatus::Code(255),
-                };
-                exits.set(process, st);
-                continue;
-            }
-            Ok(Some(r)) => {
-                let _ = tx.send(r);
-                continue;
-            }
-            Ok(None) => {}
-            Err(_) => break,
+    /// A container the agent has built: its read-only root is sealed, its
+    /// volumes watched, and it counts as one of the VM's.
+    fn admit(&self, member: Member) -> Result<(), SandboxError> {
+        if let Some(p) = member.part.as_ref() {
+            p.seal().map_err(fail)?;
+            self.watch_volumes(p.volumes());
         }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => dec.feed(&buf[..n]),
-        }
+        self.members
+            .lock()
+            .map_err(fail)?
+            .insert(member.config.id.clone(), member);
+        Ok(())
     }
-    // The agent is gone: whatever did not report an exit died with the VM.
-    exits.vm_gone();
+
+    fn with_member<T>(&self, id: &str, f: impl FnOnce(&Member) -> T) -> Result<T, SandboxError> {
+        let members = self.members.lock().map_err(fail)?;
+        let m = members
+            .get(id)
+            .ok_or_else(|| fail(format!("container {id} is not in this microVM")))?;
+        Ok(f(m))
+    }
+
+    fn alone(&self) -> bool {
+        self.members.lock().map(|m| m.len() <= 1).unwrap_or(false)
+    }
 }
 
 impl Sandbox for VmSandbox {
     fn boot(&self) -> Result<(), SandboxError> {
-        let ann = self.config.spec.annotations().clone();
+        let ann = self.first.spec.annotations().clone();
         let img = image::resolve(ann.as_ref()).map_err(fail)?;
         let block_root = self.block_root()?;
-        let share = self.prepare_share()?;
+        std::fs::create_dir_all(self.vm_dir()).map_err(fail)?;
+        let (share, rootfs) = self.prepare_share()?;
         raise_fd_limit();
         let nets = self.wire_network()?;
         let (mem_bytes, vcpus) = self.sizing();
-        let log: Box<dyn Write + Send> = if self.config.debug {
-            Box::new(
-                std::fs::File::create(self.config.state_dir.join("console.log")).map_err(fail)?,
-            )
+        let log: Box<dyn Write + Send> = if self.first.debug {
+            Box::new(std::fs::File::create(self.first.state_dir.join("console.log")).map_err(fail)?)
         } else {
             Box::new(std::io::sink())
         };
@@ -629,17 +691,17 @@ impl Sandbox for VmSandbox {
                 .collect(),
             rng: true,
             vsock: Some(self.vsock_path()),
-            fs: self.fs_devices(&share),
+            fs: self.fs_devices(&share, rootfs),
             nets,
-            // A VM that ends without the agent reporting the init's exit
-            // (guest crash, reset) still ends the container.
+            // A VM that ends without the agent reporting the inits' exits
+            // (guest crash, reset) still ends the containers.
             on_end: Some({
                 let exits = self.exits.clone();
                 let tail = self.console.clone();
                 let streams = self.streams.clone();
                 Box::new(move |end| {
                     streams.end_all();
-                    if *end != VmEnd::Stopped && !exits.init_exited() {
+                    if *end != VmEnd::Stopped && !exits.exited(INIT) {
                         crate::logging::error(&format!(
                             "the VM ended while the container ran: {end:?}{}",
                             tail.summary()
@@ -657,7 +719,7 @@ impl Sandbox for VmSandbox {
         *self.link.ctl.lock().map_err(fail)? = Some(ctl);
         *self.link.replies.lock().map_err(fail)? = Some(rx);
         let exits = self.exits.clone();
-        microrun_protocol::threads::spawn(move || reader_loop(reader, tx, exits));
+        microrun_protocol::threads::spawn(move || link::reader_loop(reader, tx, exits));
         match self.call(&Request::Hello(Hello {
             protocol: PROTOCOL_VERSION,
             agent: String::new(),
@@ -667,40 +729,34 @@ impl Sandbox for VmSandbox {
         }
     }
 
-    fn create(&self, io: ProcessIo) -> Result<(), SandboxError> {
-        self.open_stdio(INIT, io)?;
-        let (interfaces, routes, net_sysctls) = match self.network.lock().map_err(fail)?.as_ref() {
-            Some(n) => (
-                n.wired.iter().map(|w| w.guest.clone()).collect(),
-                n.routes.clone(),
-                n.sysctls.clone(),
-            ),
-            None => (Vec::new(), Vec::new(), Vec::new()),
-        };
-        let req = Request::Create {
-            id: self.config.id.clone(),
-            spec: Box::new(self.guest_spec()?),
-            mounts: self.guest_mounts(),
-            interfaces,
-            routes,
-            net_sysctls,
-            dns_relay: self.dns_relay.lock().map_err(fail)?.clone(),
-        };
-        self.call(&req)?;
-        if let Some(s) = self.share.lock().map_err(fail)?.as_ref() {
-            s.seal().map_err(fail)?;
+    fn create(&self, c: &ContainerConfig, io: ProcessIo) -> Result<ProcessId, SandboxError> {
+        let first = c.id == self.first.id
+            && !self
+                .members
+                .lock()
+                .map_err(fail)?
+                .contains_key(&self.first.id);
+        if first {
+            self.create_first(c, io).map(|()| INIT)
+        } else {
+            self.create_joining(c, io)
         }
-        self.watch_volumes();
-        Ok(())
     }
 
-    fn start(&self) -> Result<(), SandboxError> {
+    fn start(&self, id: &str) -> Result<(), SandboxError> {
         self.wire_late_interfaces()?;
-        self.call(&Request::Start).map(|_| ())
+        self.call(&Request::Start { id: id.into() }).map(|_| ())
     }
 
-    fn signal(&self, process: ProcessId, signal: i32, all: bool) -> Result<(), SandboxError> {
+    fn signal(
+        &self,
+        id: &str,
+        process: ProcessId,
+        signal: i32,
+        all: bool,
+    ) -> Result<(), SandboxError> {
         self.call(&Request::Signal {
+            id: id.into(),
             process,
             signal,
             all,
@@ -708,19 +764,21 @@ impl Sandbox for VmSandbox {
         .map(|_| ())
     }
 
-    fn exec(&self, process: &Process, io: ProcessIo) -> Result<ProcessId, SandboxError> {
-        let id = self.next_exec.fetch_add(1, Ordering::Relaxed);
-        self.open_stdio(id, io)?;
+    fn exec(&self, id: &str, process: &Process, io: ProcessIo) -> Result<ProcessId, SandboxError> {
+        self.with_member(id, |_| ())?;
+        let n = self.next_process.fetch_add(1, Ordering::Relaxed);
+        self.open_stdio(n, io)?;
         let mut process = process.clone();
         crate::rlimits::fill_unset(&mut process, &self.rlimits);
         let req = Request::Exec {
-            process: id,
+            id: id.into(),
+            process: n,
             spec: Box::new(process),
         };
         match self.call(&req) {
-            Ok(_) => Ok(id),
+            Ok(_) => Ok(n),
             Err(e) => {
-                self.streams.forget(id);
+                self.streams.forget(n);
                 Err(e)
             }
         }
@@ -742,41 +800,86 @@ impl Sandbox for VmSandbox {
         .map(|_| ())
     }
 
-    fn stats(&self) -> Result<Stats, SandboxError> {
-        match self.call(&Request::Stats)? {
+    fn stats(&self, id: &str) -> Result<Stats, SandboxError> {
+        match self.call(&Request::Stats { id: id.into() })? {
             Reply::Stats(s) => Ok(s),
             r => Err(fail(format!("guest agent: unexpected reply {r:?}"))),
         }
     }
 
-    fn pause(&self) -> Result<(), SandboxError> {
+    /// The VM's only container is paused with its vCPUs, as a whole; one
+    /// of several through its cgroup's freezer in the guest.
+    fn pause(&self, id: &str) -> Result<(), SandboxError> {
+        self.with_member(id, |_| ())?;
+        if !self.alone() {
+            return self
+                .call(&Request::Freeze {
+                    id: id.into(),
+                    frozen: true,
+                })
+                .map(|_| ());
+        }
         match self.vm.lock().map_err(fail)?.as_ref() {
-            Some(vm) if vm.pause() => Ok(()),
+            Some(vm) if vm.pause() => {
+                self.vcpus_paused.store(true, Ordering::SeqCst);
+                Ok(())
+            }
             Some(_) => Err(fail("not every vCPU paused")),
             None => Err(fail("no VM")),
         }
     }
 
-    fn resume(&self) -> Result<(), SandboxError> {
+    fn resume(&self, id: &str) -> Result<(), SandboxError> {
+        self.with_member(id, |_| ())?;
+        if !self.vcpus_paused.load(Ordering::SeqCst) {
+            return self
+                .call(&Request::Freeze {
+                    id: id.into(),
+                    frozen: false,
+                })
+                .map(|_| ());
+        }
         match self.vm.lock().map_err(fail)?.as_ref() {
             Some(vm) => {
                 vm.resume();
+                self.vcpus_paused.store(false, Ordering::SeqCst);
                 Ok(())
             }
             None => Err(fail("no VM")),
         }
     }
 
-    fn update(&self, resources: &LinuxResources) -> Result<(), SandboxError> {
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), SandboxError> {
         self.call(&Request::Update {
+            id: id.into(),
             resources: Box::new(resources.clone()),
         })
         .map(|_| ())
     }
 
-    fn host_pids(&self) -> Result<Vec<i32>, SandboxError> {
-        // The VM's processes have no host pids; the monitor stands for them all.
-        Ok(vec![std::process::id() as i32])
+    fn host_pids(&self, id: &str) -> Result<Vec<i32>, SandboxError> {
+        // The VM's processes have no host pids: the stand-in is all there is.
+        self.with_member(id, |_| Vec::new())
+    }
+
+    fn remove(&self, id: &str) {
+        let Some(member) = self.members.lock().ok().and_then(|mut m| m.remove(id)) else {
+            return;
+        };
+        // A VM whose last container is gone ends: nothing to tidy inside.
+        if self.members.lock().map(|m| m.is_empty()).unwrap_or(true) {
+            return;
+        }
+        if self.vm_ended().is_none() {
+            if let Err(e) = self.call(&Request::Remove { id: id.into() }) {
+                crate::logging::debug(&format!("remove {id} from the VM: {e}"));
+            }
+        }
+        if let (Ok(share), Some(part)) = (self.share.lock(), member.part) {
+            if let Some(s) = share.as_ref() {
+                s.release(part);
+            }
+        }
     }
 
     fn shutdown(&self) {
@@ -790,53 +893,6 @@ impl Sandbox for VmSandbox {
         }
         let _ = std::fs::remove_file(self.vsock_path());
         let _ = std::fs::remove_file(self.vsock_host_port_path(DNS_PORT));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run_reader(bytes: &[u8]) -> (Arc<Exits>, Receiver<Reply>) {
-        let (mut host_side, agent_side) = UnixStream::pair().unwrap();
-        let exits = Arc::new(Exits::default());
-        let (tx, rx) = mpsc::channel();
-        let e = exits.clone();
-        let t = std::thread::spawn(move || reader_loop(agent_side, tx, e));
-        host_side.write_all(bytes).unwrap();
-        drop(host_side);
-        t.join().unwrap();
-        (exits, rx)
-    }
-
-    #[test]
-    fn exits_and_replies_are_routed() {
-        let mut bytes = frame::encode(&Reply::Ok).unwrap();
-        bytes.extend(
-            frame::encode(&Reply::Exited {
-                process: 2,
-                code: Some(3),
-                signal: None,
-            })
-            .unwrap(),
-        );
-        let (exits, rx) = run_reader(&bytes);
-        assert_eq!(rx.try_recv().unwrap(), Reply::Ok);
-        assert_eq!(exits.wait(2).unwrap(), ExitStatus::Code(3));
-        // The stream ended without the init's exit: it died with the VM.
-        assert_eq!(exits.wait(INIT).unwrap(), ExitStatus::Signal(libc::SIGKILL));
-    }
-
-    #[test]
-    fn a_hostile_agent_cannot_hang_or_crash_the_reader() {
-        for bytes in [
-            u32::MAX.to_be_bytes().to_vec(),
-            vec![0, 0, 0, 3, b'{', b'{', b'{'],
-            b"\x00\x00\x00\x10{\"reply\":\"nope\"}".to_vec(),
-        ] {
-            let (exits, rx) = run_reader(&bytes);
-            assert!(rx.try_recv().is_err());
-            assert_eq!(exits.wait(INIT).unwrap(), ExitStatus::Signal(libc::SIGKILL));
-        }
+        let _ = std::fs::remove_dir(self.vm_dir());
     }
 }

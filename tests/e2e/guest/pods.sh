@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Scenarios for containers that share namespaces (issue "shared microVMs",
+# docs/pods.md): under microrun a container that joins another's network,
+# IPC or PID namespace runs in that container's microVM. Each runs the same
+# thing under runc and microrun and wants the same result. Sourced by
+# suite.sh after lib.sh.
+
+# pod_vms: how many processes hold a microVM (one per VM).
+pod_vms() {
+  local n=0 p
+  for p in $(pgrep -x microrun || true); do
+    # A VM's process has the guest's memory mapped: its own session, and
+    # no pid file points at it. The stand-ins are the containers' pids.
+    if grep -q 'microrun-share' "/proc/$p/mountinfo" 2>/dev/null &&
+      [ "$(awk '{print $6}' "/proc/$p/stat")" = "$p" ]; then n=$((n + 1)); fi
+  done
+  echo "$n"
+}
+
+# docker --network container:X: the second container reaches the first's
+# server on localhost. Under microrun both are in one microVM.
+t_docker_network_container() {
+  local rt out_runc out_mr vms
+  for rt in runc microrun; do
+    docker run -d --name "e2e-side-$rt" --runtime $rt local/busybox \
+      sh -c 'mkdir -p /www && echo "page of side" >/www/index.html && exec httpd -f -p 8080 -h /www' >/dev/null
+    sleep 1
+    docker run --rm --runtime $rt --network "container:e2e-side-$rt" local/busybox \
+      sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://127.0.0.1:8080/ && exit 0; sleep 1; done; exit 1' \
+      >/tmp/e2e-netc-$rt.out 2>&1 && echo "(exit 0)" >>/tmp/e2e-netc-$rt.out ||
+      echo "(exit $?)" >>/tmp/e2e-netc-$rt.out
+    # Same host name and interfaces as the first container.
+    docker run --rm --runtime $rt --network "container:e2e-side-$rt" local/busybox \
+      sh -c 'ip -o addr show eth0 | awk "{print \$4}"' >>/tmp/e2e-netc-$rt.out 2>&1
+    docker exec "e2e-side-$rt" sh -c 'ip -o addr show eth0 | awk "{print \$4}"' >>/tmp/e2e-netc-$rt.out 2>&1
+    [ $rt = microrun ] && vms=$(pod_vms)
+    docker rm -f "e2e-side-$rt" >/dev/null
+  done
+  out_runc=$(sed 's/[0-9.]*\/[0-9]*/ADDR/' /tmp/e2e-netc-runc.out)
+  out_mr=$(sed 's/[0-9.]*\/[0-9]*/ADDR/' /tmp/e2e-netc-microrun.out)
+  agree "$out_runc" "$out_mr"
+  grep -q "page of side" /tmp/e2e-netc-microrun.out
+  # The side container's address, seen from both: the same.
+  expect_eq "$(grep -c . <(sed -n '3,4p' /tmp/e2e-netc-microrun.out | sort -u))" 1
+  echo "microVMs while both ran: $vms"
+}
+
+# docker --ipc shareable / container:X: the second reads what the first
+# put in /dev/shm and in a System V message queue of its IPC namespace.
+t_docker_ipc_container() {
+  local rt out_runc out_mr
+  for rt in runc microrun; do
+    docker run -d --name "e2e-ipc-$rt" --runtime $rt --ipc shareable local/busybox \
+      sh -c 'echo shared-memory >/dev/shm/note && ipcmk -Q >/dev/null && sleep 1000' >/dev/null
+    sleep 2
+    docker run --rm --runtime $rt --ipc "container:e2e-ipc-$rt" local/busybox \
+      sh -c 'cat /dev/shm/note; ipcs -q | grep -c "^0x"; cat /proc/sys/kernel/random/boot_id' \
+      >/tmp/e2e-ipcc-$rt.out 2>&1 || echo "(exit $?)" >>/tmp/e2e-ipcc-$rt.out
+    docker exec "e2e-ipc-$rt" cat /proc/sys/kernel/random/boot_id >>/tmp/e2e-ipcc-$rt.out
+    docker rm -f "e2e-ipc-$rt" >/dev/null
+  done
+  # Both see one kernel: the host's under runc, the microVM's under microrun.
+  for rt in runc microrun; do expect_eq "$(tail -2 /tmp/e2e-ipcc-$rt.out | sort -u | wc -l)" 1; done
+  out_runc=$(head -2 /tmp/e2e-ipcc-runc.out)
+  out_mr=$(head -2 /tmp/e2e-ipcc-microrun.out)
+  agree "$out_runc" "$out_mr"
+}
+
+# docker --pid container:X: the second container's ps shows the first's
+# processes, and its own.
+t_docker_pid_container() {
+  local rt out_runc out_mr
+  for rt in runc microrun; do
+    docker run -d --name "e2e-pid-$rt" --runtime $rt local/busybox sleep 1234 >/dev/null
+    sleep 1
+    docker run --rm --runtime $rt --pid "container:e2e-pid-$rt" local/busybox \
+      sh -c 'ps -o args | sort' >/tmp/e2e-pidc-$rt.out 2>&1 || echo "(exit $?)" >>/tmp/e2e-pidc-$rt.out
+    docker rm -f "e2e-pid-$rt" >/dev/null
+  done
+  out_runc=$(cat /tmp/e2e-pidc-runc.out)
+  out_mr=$(cat /tmp/e2e-pidc-microrun.out)
+  agree "$out_runc" "$out_mr"
+  grep -q "sleep 1234" /tmp/e2e-pidc-microrun.out
+}
+
+# Each container keeps its own limits: the joined one, limited to 32 MiB,
+# is OOM-killed alone while the first goes on; containers are deleted in
+# either order (the first one first, too: the joined one keeps running in
+# the VM), and nothing is left behind.
+t_docker_pod_limits_and_order() {
+  local rt out_runc out_mr b
+  for rt in runc microrun; do
+    : >/tmp/e2e-podl-$rt.out
+    docker run -d --name "e2e-poda-$rt" --runtime $rt local/busybox sleep 1000 >/dev/null
+    docker run --rm --runtime $rt -m 32m --memory-swap 32m --network "container:e2e-poda-$rt" \
+      local/busybox tail /dev/zero >/dev/null 2>&1 && echo "oom: exit 0" >>/tmp/e2e-podl-$rt.out ||
+      echo "oom: exit $?" >>/tmp/e2e-podl-$rt.out
+    docker exec "e2e-poda-$rt" echo "first still runs" >>/tmp/e2e-podl-$rt.out 2>&1
+    # The first container goes first; the joined one runs on.
+    b=$(docker run -d --runtime $rt --network "container:e2e-poda-$rt" local/busybox \
+      sh -c 'trap "exit 7" TERM; while :; do sleep 1; done')
+    sleep 1
+    docker rm -f "e2e-poda-$rt" >/dev/null
+    sleep 2
+    docker exec "$b" echo "joined still runs" >>/tmp/e2e-podl-$rt.out 2>&1
+    docker stop -t 10 "$b" >/dev/null
+    echo "joined: exit $(docker wait "$b")" >>/tmp/e2e-podl-$rt.out
+    docker rm "$b" >/dev/null
+  done
+  out_runc=$(cat /tmp/e2e-podl-runc.out)
+  out_mr=$(cat /tmp/e2e-podl-microrun.out)
+  agree "$out_runc" "$out_mr"
+  expect_eq "$(pod_vms)" 0
+  expect_eq "$(pgrep -c -x microrun || true)" 0
+}
+
+# A joining container whose memory limit does not fit in the VM fails with
+# the sizes (until VMs grow); a namespace of the host cannot be joined. The
+# raw CLI: nothing of the refused container is left.
+t_raw_cli_pod_refusals() {
+  local b out
+  docker run -d --name e2e-small --runtime microrun local/busybox sleep 1000 >/dev/null
+  out=$(docker run --rm --runtime microrun -m 512m --network container:e2e-small local/busybox true 2>&1) &&
+    return 1
+  echo "$out"
+  echo "$out" | grep -q "does not fit in the microVM"
+  docker rm -f e2e-small >/dev/null
+  b=/tmp/e2e-podref
+  bundle $b '["true"]'
+  sed -i 's|"type": "ipc"|"type": "ipc", "path": "/proc/1/ns/ipc"|' "$b/config.json"
+  grep -q '/proc/1/ns/ipc' "$b/config.json"
+  out=$("$MR" run --bundle "$b" e2e-podref 2>&1) && return 1
+  echo "$out"
+  echo "$out" | grep -q "not a running microrun container"
+  fails "$MR" state e2e-podref
+  test ! -e /run/microrun/e2e-podref
+  expect_eq "$(pgrep -c -x microrun || true)" 0
+}
