@@ -87,9 +87,10 @@ pub fn run(args: MonitorArgs, factory: SandboxFactory) -> ! {
     let res = match (prepared, &args.join) {
         (Ok(p), None) => split(&args, factory, chan, p),
         (Ok(p), Some(j)) => join_vm(&args, j, chan, p),
-        (Err(e), _) => Err((e, chan)),
+        (Err(e), _) => Err(Box::new((e, chan))),
     };
-    let Err((e, mut chan)) = res;
+    let Err(failed) = res;
+    let (e, mut chan) = *failed;
     let msg = e.to_string();
     let _ = chan.send(&Handshake::Error { msg: msg.clone() });
     logging::debug(&format!("monitor {}: {msg}", args.id));
@@ -104,7 +105,7 @@ pub(crate) struct Prepared {
     tty: Option<OwnedFd>,
 }
 
-type Failed = (MonitorError, SyncChannel);
+type Failed = Box<(MonitorError, SyncChannel)>;
 
 fn prepare(args: &MonitorArgs, chan: &mut SyncChannel) -> Result<Prepared, MonitorError> {
     // Own session: the caller's terminal signals never reach the VM, and a
@@ -161,7 +162,7 @@ fn split(
                 what: "socketpair",
                 source,
             };
-            return Err((e, chan));
+            return Err(Box::new((e, chan)));
         }
     };
     let standin_pid = std::process::id() as i32;
@@ -195,13 +196,13 @@ fn split(
                 Err(_) => exit::exit_like(crate::sandbox::ExitStatus::Signal(libc::SIGKILL)),
             }
         }
-        Err(e) => Err((
+        Err(e) => Err(Box::new((
             MonitorError::Io {
                 what: "fork",
                 source: e.into(),
             },
             chan,
-        )),
+        ))),
     }
 }
 
@@ -236,13 +237,16 @@ fn join_vm(
     let (vmm, lifeline) = match ctl::call_keep(&target, &req, &fds) {
         Ok((ctl::Response::Joined { vmm }, conn)) => (vmm, conn),
         Ok((other, _)) => {
-            return Err((MonitorError::Protocol(format!("{other:?}")), chan));
+            return Err(Box::new((
+                MonitorError::Protocol(format!("{other:?}")),
+                chan,
+            )));
         }
-        Err(e) => return Err((e.into(), chan)),
+        Err(e) => return Err(Box::new((e.into(), chan))),
     };
     drop(io);
     if let Err(e) = chan.send(&Handshake::Done { process: INIT, vmm }) {
-        return Err((e.into(), chan));
+        return Err(Box::new((e.into(), chan)));
     }
     drop(chan);
     if tty.is_none() {

@@ -144,17 +144,20 @@ impl Share {
                     }
                 }
             });
-        self.writable(false)?;
+        if let Err(e) = self.writable(false) {
+            if let Ok(p) = &made {
+                detach(&p.mounted);
+            }
+            return Err(e);
+        }
         made
     }
 
-    /// Takes a joined container's part out of the share.
+    /// Takes a container's part out of the share: its binds go, and their
+    /// empty mount points stay (the file server may hold them open, and a
+    /// tmpfs with open unlinked files cannot be made read-only again).
     pub fn release(&self, part: Part) {
         detach(&part.mounted);
-        if part.dir != self.root && self.writable(true).is_ok() {
-            let _ = std::fs::remove_dir_all(&part.dir);
-            let _ = self.writable(false);
-        }
     }
 
     fn writable(&self, rw: bool) -> Result<(), ShareError> {
@@ -457,10 +460,14 @@ mod tests {
                         !share.join("c2").exists(),
                     ];
                     sh.release(j);
+                    let again = sh.add("c3", &rootfs, false, &[]).ok()?;
                     let checks: Vec<bool> = checks
                         .into_iter()
                         .chain(joined)
-                        .chain([!share.join("c1").exists()])
+                        .chain([
+                            std::fs::read_dir(share.join("c1/rootfs")).ok()?.count() == 0,
+                            again.host_rootfs().is_dir(),
+                        ])
                         .collect();
                     Some(checks.iter().all(|c| *c))
                 })();

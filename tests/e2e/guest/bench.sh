@@ -78,14 +78,19 @@ sec_memory() {
   /mnt/share/bin/microrun vm-boot --console /dev/null 2>/dev/null &
   last_smaps $! "$f"; wait
   printf '%-40s %8d %8d %8d\n' "microrun vm-boot, booted guest" $(vmm_mem "$f")
-  # Running containers: the monitor with its agent link, file sharing and
-  # network device; with four, the code's pages are shared four ways.
+  # Running containers: the VM's process with its agent link, file
+  # sharing and network device, and the container's stand-in (its pid, a
+  # fork of the monitor); with four, the code's pages are shared four ways.
   local i pid
   for n in 1 4; do
     for i in $(seq $n); do docker run -d --runtime microrun --name bench-mem$i local/busybox sleep 600 >/dev/null; done
     sleep 2
-    for pid in $(pgrep -f ' monitor --bundle'); do cat "/proc/$pid/smaps" > "$f.$pid"; vmm_mem "$f.$pid"; rm -f "$f.$pid"; done |
-      awk -v n=$n '{ r += $1; p += $2; a += $3 } END { printf "%-40s %8d %8d %8d\n", "microrun container monitor, " n " running", r / NR, p / NR, a / NR }'
+    for pid in $(pgrep -x microrun-vm); do cat "/proc/$pid/smaps" > "$f.$pid"; vmm_mem "$f.$pid"; rm -f "$f.$pid"; done |
+      awk -v n=$n '{ r += $1; p += $2; a += $3 } END { printf "%-40s %8d %8d %8d\n", "microrun VM process, " n " running", r / NR, p / NR, a / NR }'
+    for pid in $(pgrep -f ' monitor --bundle' | grep -vxF -f <(pgrep -x microrun-vm)); do
+      cat "/proc/$pid/smaps" > "$f.$pid"; vmm_mem "$f.$pid"; rm -f "$f.$pid"
+    done |
+      awk -v n=$n '{ r += $1; p += $2; a += $3 } END { printf "%-40s %8d %8d %8d\n", "microrun stand-in, " n " running", r / NR, p / NR, a / NR }'
     for i in $(seq $n); do docker rm -f bench-mem$i >/dev/null; done
   done
   rm -f "$f"

@@ -34,13 +34,13 @@ snap() {
 # watch: snapshots every monitor of a hot-* container until stopped.
 watch() {
   while :; do
-    for pid in $(pgrep -f ' monitor --bundle' || true); do snap "$pid"; done
+    for pid in $(pgrep -x microrun-vm || true); do snap "$pid"; done
     sleep 0.2
   done
 }
 # A container that only runs, before anything else is asked of it.
 docker run -d --runtime microrun --name hot-b local/busybox sleep 600 >/dev/null
-sleep 2; snap "$(pgrep -f ' monitor --bundle' | head -1)" "$out/base"
+sleep 2; snap "$(pgrep -x microrun-vm | head -1)" "$out/base"
 watch & watcher=$!
 
 vol=$(mktemp -d)

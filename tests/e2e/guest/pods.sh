@@ -5,23 +5,19 @@
 # thing under runc and microrun and wants the same result. Sourced by
 # suite.sh after lib.sh.
 
-# pod_vms: how many processes hold a microVM (one per VM).
-pod_vms() {
-  local n=0 p
-  for p in $(pgrep -x microrun || true); do
-    # A VM's process has the guest's memory mapped: its own session, and
-    # no pid file points at it. The stand-ins are the containers' pids.
-    if grep -q 'microrun-share' "/proc/$p/mountinfo" 2>/dev/null &&
-      [ "$(awk '{print $6}' "/proc/$p/stat")" = "$p" ]; then n=$((n + 1)); fi
-  done
-  echo "$n"
-}
+# pod_vms: how many processes hold a microVM (one per VM; the containers'
+# pids are their stand-ins).
+pod_vms() { pgrep -cx microrun-vm || true; }
+
+# leftovers: microrun processes of any kind.
+leftovers() { pgrep -fc '[m]icrorun.* (monitor|exec-standin) ' || true; }
 
 # docker --network container:X: the second container reaches the first's
 # server on localhost. Under microrun both are in one microVM.
 t_docker_network_container() {
-  local rt out_runc out_mr vms
+  local rt out_runc out_mr vms b
   for rt in runc microrun; do
+    docker rm -f "e2e-side-$rt" >/dev/null 2>&1 || true
     docker run -d --name "e2e-side-$rt" --runtime $rt local/busybox \
       sh -c 'mkdir -p /www && echo "page of side" >/www/index.html && exec httpd -f -p 8080 -h /www' >/dev/null
     sleep 1
@@ -33,7 +29,11 @@ t_docker_network_container() {
     docker run --rm --runtime $rt --network "container:e2e-side-$rt" local/busybox \
       sh -c 'ip -o addr show eth0 | awk "{print \$4}"' >>/tmp/e2e-netc-$rt.out 2>&1
     docker exec "e2e-side-$rt" sh -c 'ip -o addr show eth0 | awk "{print \$4}"' >>/tmp/e2e-netc-$rt.out 2>&1
-    [ $rt = microrun ] && vms=$(pod_vms)
+    if [ $rt = microrun ]; then
+      b=$(docker run -d --runtime $rt --network "container:e2e-side-$rt" local/busybox sleep 100)
+      vms=$(pod_vms)
+      docker rm -f "$b" >/dev/null
+    fi
     docker rm -f "e2e-side-$rt" >/dev/null
   done
   out_runc=$(sed 's/[0-9.]*\/[0-9]*/ADDR/' /tmp/e2e-netc-runc.out)
@@ -42,27 +42,35 @@ t_docker_network_container() {
   grep -q "page of side" /tmp/e2e-netc-microrun.out
   # The side container's address, seen from both: the same.
   expect_eq "$(grep -c . <(sed -n '3,4p' /tmp/e2e-netc-microrun.out | sort -u))" 1
-  echo "microVMs while both ran: $vms"
+  # Two containers, one microVM.
+  expect_eq "$vms" 1
 }
 
 # docker --ipc shareable / container:X: the second reads what the first
-# put in /dev/shm and in a System V message queue of its IPC namespace.
+# put in /dev/shm, and both are in one IPC namespace of one kernel.
 t_docker_ipc_container() {
   local rt out_runc out_mr
   for rt in runc microrun; do
+    docker rm -f "e2e-ipc-$rt" >/dev/null 2>&1 || true
     docker run -d --name "e2e-ipc-$rt" --runtime $rt --ipc shareable local/busybox \
-      sh -c 'echo shared-memory >/dev/shm/note && ipcmk -Q >/dev/null && sleep 1000' >/dev/null
+      sh -c 'echo shared-memory >/dev/shm/note && sleep 1000' >/dev/null
     sleep 2
     docker run --rm --runtime $rt --ipc "container:e2e-ipc-$rt" local/busybox \
-      sh -c 'cat /dev/shm/note; ipcs -q | grep -c "^0x"; cat /proc/sys/kernel/random/boot_id' \
+      sh -c 'cat /dev/shm/note; readlink /proc/self/ns/ipc; cat /proc/sys/kernel/random/boot_id' \
       >/tmp/e2e-ipcc-$rt.out 2>&1 || echo "(exit $?)" >>/tmp/e2e-ipcc-$rt.out
-    docker exec "e2e-ipc-$rt" cat /proc/sys/kernel/random/boot_id >>/tmp/e2e-ipcc-$rt.out
+    docker exec "e2e-ipc-$rt" sh -c 'readlink /proc/self/ns/ipc; cat /proc/sys/kernel/random/boot_id' \
+      >>/tmp/e2e-ipcc-$rt.out
     docker rm -f "e2e-ipc-$rt" >/dev/null
   done
-  # Both see one kernel: the host's under runc, the microVM's under microrun.
-  for rt in runc microrun; do expect_eq "$(tail -2 /tmp/e2e-ipcc-$rt.out | sort -u | wc -l)" 1; done
-  out_runc=$(head -2 /tmp/e2e-ipcc-runc.out)
-  out_mr=$(head -2 /tmp/e2e-ipcc-microrun.out)
+  cat /tmp/e2e-ipcc-microrun.out
+  # One IPC namespace, one kernel: the host's under runc, the microVM's
+  # under microrun.
+  for rt in runc microrun; do
+    expect_eq "$(sed -n '2p;4p' /tmp/e2e-ipcc-$rt.out | sort -u | wc -l)" 1
+    expect_eq "$(sed -n '3p;5p' /tmp/e2e-ipcc-$rt.out | sort -u | wc -l)" 1
+  done
+  out_runc=$(head -1 /tmp/e2e-ipcc-runc.out)
+  out_mr=$(head -1 /tmp/e2e-ipcc-microrun.out)
   agree "$out_runc" "$out_mr"
 }
 
@@ -71,10 +79,13 @@ t_docker_ipc_container() {
 t_docker_pid_container() {
   local rt out_runc out_mr
   for rt in runc microrun; do
+    docker rm -f "e2e-pid-$rt" >/dev/null 2>&1 || true
     docker run -d --name "e2e-pid-$rt" --runtime $rt local/busybox sleep 1234 >/dev/null
     sleep 1
+    # The first container's init is pid 1 of the shared namespace.
     docker run --rm --runtime $rt --pid "container:e2e-pid-$rt" local/busybox \
-      sh -c 'ps -o args | sort' >/tmp/e2e-pidc-$rt.out 2>&1 || echo "(exit $?)" >>/tmp/e2e-pidc-$rt.out
+      sh -c 'ps -o pid,args | grep "[s]leep 1234"' >/tmp/e2e-pidc-$rt.out 2>&1 ||
+      echo "(exit $?)" >>/tmp/e2e-pidc-$rt.out
     docker rm -f "e2e-pid-$rt" >/dev/null
   done
   out_runc=$(cat /tmp/e2e-pidc-runc.out)
@@ -90,6 +101,7 @@ t_docker_pid_container() {
 t_docker_pod_limits_and_order() {
   local rt out_runc out_mr b
   for rt in runc microrun; do
+    docker rm -f "e2e-poda-$rt" >/dev/null 2>&1 || true
     : >/tmp/e2e-podl-$rt.out
     docker run -d --name "e2e-poda-$rt" --runtime $rt local/busybox sleep 1000 >/dev/null
     docker run --rm --runtime $rt -m 32m --memory-swap 32m --network "container:e2e-poda-$rt" \
@@ -111,7 +123,7 @@ t_docker_pod_limits_and_order() {
   out_mr=$(cat /tmp/e2e-podl-microrun.out)
   agree "$out_runc" "$out_mr"
   expect_eq "$(pod_vms)" 0
-  expect_eq "$(pgrep -c -x microrun || true)" 0
+  expect_eq "$(leftovers)" 0
 }
 
 # A joining container whose memory limit does not fit in the VM fails with
@@ -119,6 +131,7 @@ t_docker_pod_limits_and_order() {
 # raw CLI: nothing of the refused container is left.
 t_raw_cli_pod_refusals() {
   local b out
+  docker rm -f e2e-small >/dev/null 2>&1 || true
   docker run -d --name e2e-small --runtime microrun local/busybox sleep 1000 >/dev/null
   out=$(docker run --rm --runtime microrun -m 512m --network container:e2e-small local/busybox true 2>&1) &&
     return 1
@@ -134,5 +147,5 @@ t_raw_cli_pod_refusals() {
   echo "$out" | grep -q "not a running microrun container"
   fails "$MR" state e2e-podref
   test ! -e /run/microrun/e2e-podref
-  expect_eq "$(pgrep -c -x microrun || true)" 0
+  expect_eq "$(leftovers)" 0
 }
