@@ -44,6 +44,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
             )))
         }
     }
+    wait_vm_let_go(ctx, &st, &dir.ctl_socket());
     let spec = dir.spec();
     dir.remove()?;
     let poststop = spec
@@ -56,6 +57,32 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         crate::logging::warn(&e.to_string());
     }
     Ok(0)
+}
+
+/// Waits (bounded) until the process that holds the container's VM has
+/// let go of it: the VM is gone when it was the last container in it, or
+/// the container's control socket is (others still run in the VM). So
+/// nothing of the container outlives `delete`.
+fn wait_vm_let_go(ctx: &Ctx, st: &ContainerState, ctl: &std::path::Path) {
+    if st.vmm_pid <= 0 {
+        return;
+    }
+    let others = || {
+        let store = ctx.store();
+        store.ids().unwrap_or_default().iter().any(|id| {
+            id != &st.id
+                && store
+                    .peek(id)
+                    .is_ok_and(|o| o.vmm_pid == st.vmm_pid && o.current_status() != Status::Stopped)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state::process_alive(st.vmm_pid, st.vmm_start) && Instant::now() < deadline {
+        if !ctl.exists() && others() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// SIGKILLs the monitor (which tears the VM down with it) and waits until it

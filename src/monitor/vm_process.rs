@@ -261,12 +261,13 @@ impl Host {
             // SAFETY: shutdown on the listener's fd, which the accept thread
             // still owns; it only wakes that thread's accept.
             unsafe { libc::shutdown(listen_fd, libc::SHUT_RDWR) };
-            let _ = std::fs::remove_file(&hosted.ctl_path);
             if hosted.id == host.first {
                 // The caller's stdio must see EOF now, not when the VM ends.
                 let _ = super::detach_stdio();
             }
             host.sandbox.remove(&hosted.id);
+            // Last: `delete` takes the socket's end for the container's.
+            let _ = std::fs::remove_file(&hosted.ctl_path);
             if let Ok(mut m) = host.members.lock() {
                 m.remove(&hosted.id);
             }

@@ -5,7 +5,7 @@
 # Prints the cache directory on stdout.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-pkgs=linux-image-amd64,qemu-system-x86,kmod,udev,openssh-server,docker.io,containerd,runc,busybox-static,iproute2,iptables,procps,e2fsprogs,psmisc,util-linux
+pkgs=linux-image-amd64,qemu-system-x86,kmod,udev,openssh-server,docker.io,containerd,runc,busybox-static,iproute2,iptables,procps,e2fsprogs,psmisc,util-linux,podman,crun,conmon,containernetworking-plugins,uidmap,slirp4netns,catatonit
 key=$( { cat "$here/image.sh" "$here/host-init.sh"; } | sha256sum | cut -c1-16)
 cache=${MICRORUN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/microrun}/testhost/$key
 if [ -f "$cache/rootfs.img" ]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench's figures inside the test host: bench.sh SECTION... runs the
-# named sections (boot containers fs-rootfs fs-volume fs-floor reread net), each
+# named sections (boot containers pods fs-rootfs fs-volume fs-floor reread net), each
 # printing its own table, so that scripts/bench.sh can run a section again
 # on a fresh host when the emulated host dies under one.
 set -euo pipefail
@@ -115,6 +115,43 @@ sec_containers() {
   for rt in runc /mnt/share/bin/microrun; do
     printf '%-40s %8d ms (mean of 3)\n' "$(basename $rt) run (raw CLI) true" "$(mean_ms 3 $rt run --bundle $b bench-$$)"
   done
+}
+
+# Containers that join a running one (docs/pods.md): the start of the
+# second, next to runc, and the memory of one VM holding one and three
+# containers (the VM's process: all of it, its guest RAM, the rest; and
+# the stand-ins, one per container).
+pod_mem() { # pod_mem PID: "RSS GUEST_RSS REST_RSS" in KiB
+  cat "/proc/$1/smaps" >/tmp/bench-pod.smaps
+  awk '/^[0-9a-f]+-[0-9a-f]+ / { n++ } /^Size:/ { size[n] = $2 } /^Rss:/ { rss[n] = $2 }
+       END { g = 1; for (i = 1; i <= n; i++) if (size[i] > size[g]) g = i
+             for (i = 1; i <= n; i++) t += rss[i]; print t, rss[g], t - rss[g] }' /tmp/bench-pod.smaps
+}
+sec_pods() {
+  echo "== containers that join a running one (docker --network container:), next to runc"
+  local rt a n i vm
+  for rt in runc microrun; do
+    a=$(docker run -d --runtime $rt local/busybox sleep 600)
+    printf '%-44s %8d ms (mean of 3)\n' "docker run --rm ($rt) joining, true" \
+      "$(mean_ms 3 docker run --rm --runtime $rt --network "container:$a" local/busybox true)"
+    docker rm -f "$a" >/dev/null
+  done
+  printf '%-44s %10s %10s %10s %10s\n' "microrun pod VM (KiB)" "VM RSS" "guest RAM" "rest" "stand-ins"
+  a=$(docker run -d --runtime microrun --name bench-pod0 local/busybox sleep 600)
+  for n in 1 3; do
+    for i in $(seq 1 $((n - 1))); do
+      docker inspect "bench-pod$i" >/dev/null 2>&1 ||
+        docker run -d --runtime microrun --name "bench-pod$i" --network container:bench-pod0 local/busybox sleep 600 >/dev/null
+    done
+    sleep 2
+    vm=$(pgrep -x microrun-vm | head -1)
+    local standins=0 pid
+    for pid in $(pgrep -f ' monitor --bundle' | grep -vxF -f <(pgrep -x microrun-vm)); do
+      standins=$((standins + $(awk '/^Rss:/ { t += $2 } END { print t }' "/proc/$pid/smaps")))
+    done
+    printf '%-44s %10d %10d %10d %10d\n' "  $n container(s) in one VM" $(pod_mem "$vm") "$standins"
+  done
+  docker rm -f bench-pod0 bench-pod1 bench-pod2 >/dev/null
 }
 
 # Milliseconds since boot inside a busybox container (its date has no %N).
