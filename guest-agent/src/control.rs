@@ -620,3 +620,48 @@ fn finish(out: &Out, entry: Entry, status: i32) {
     }
     crate::power_off();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder};
+
+    fn spec(nss: &[(LinuxNamespaceType, Option<&str>)]) -> Spec {
+        let nss: Vec<_> = nss
+            .iter()
+            .map(|(t, p)| {
+                let mut b = LinuxNamespaceBuilder::default().typ(*t);
+                if let Some(p) = p {
+                    b = b.path(*p);
+                }
+                b.build().unwrap()
+            })
+            .collect();
+        let mut s = Spec::default();
+        s.set_linux(Some(
+            LinuxBuilder::default().namespaces(nss).build().unwrap(),
+        ));
+        s
+    }
+
+    #[test]
+    fn joined_namespaces_are_not_made_and_others_by_path_are_refused() {
+        let s = spec(&[
+            (LinuxNamespaceType::Ipc, Some("/proc/9/ns/ipc")),
+            (LinuxNamespaceType::Pid, None),
+            (LinuxNamespaceType::Network, Some("/proc/9/ns/net")),
+        ]);
+        let joins = [Join {
+            kind: "ipc".into(),
+            process: 0,
+        }];
+        let f = clone_flags(&s, &joins).unwrap();
+        assert_eq!(f & libc::CLONE_NEWIPC, 0);
+        assert_ne!(f & libc::CLONE_NEWPID, 0);
+        assert_ne!(f & libc::CLONE_NEWNS, 0);
+        let e = clone_flags(&s, &[]).unwrap_err();
+        assert!(e.contains("Ipc namespace by path"), "{e}");
+        let user = spec(&[(LinuxNamespaceType::User, Some("/proc/9/ns/user"))]);
+        assert!(clone_flags(&user, &joins).is_err());
+    }
+}

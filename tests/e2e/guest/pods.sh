@@ -149,3 +149,55 @@ t_raw_cli_pod_refusals() {
   test ! -e /run/microrun/e2e-podref
   expect_eq "$(leftovers)" 0
 }
+
+# podman (Debian's 4.3, with conmon): the runtime by its path, cgroupfs (no
+# systemd in the test host), the image from docker's store.
+podman_setup() {
+  mkdir -p /etc/containers
+  cat >/etc/containers/containers.conf <<'CONF'
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+[engine.runtimes]
+microrun = ["/mnt/share/bin/microrun"]
+CONF
+  podman image exists local/busybox || docker save local/busybox | podman load -q >/dev/null
+}
+
+# podman run, next to crun.
+t_podman_run() {
+  podman_setup
+  local rt out_crun out_mr
+  for rt in crun microrun; do
+    podman --runtime $rt run --rm local/busybox sh -c 'echo hello from podman; id; cat /proc/self/cgroup | wc -l; exit 3' \
+      >/tmp/e2e-podman-$rt.out 2>&1 && echo "(exit 0)" >>/tmp/e2e-podman-$rt.out ||
+      echo "(exit $?)" >>/tmp/e2e-podman-$rt.out
+  done
+  out_crun=$(cat /tmp/e2e-podman-crun.out)
+  out_mr=$(cat /tmp/e2e-podman-microrun.out)
+  agree "$out_crun" "$out_mr"
+}
+
+# podman pod create, then two containers of the pod that talk over
+# localhost; under microrun the pod is one microVM (infra and both).
+t_podman_pod() {
+  podman_setup
+  local rt out_crun out_mr vms=
+  for rt in crun microrun; do
+    podman pod rm -f "e2e-pod-$rt" >/dev/null 2>&1 || true
+    podman --runtime $rt pod create --name "e2e-pod-$rt" >/dev/null
+    podman --runtime $rt run -d --pod "e2e-pod-$rt" --name "e2e-pod-web-$rt" local/busybox \
+      sh -c 'mkdir -p /www && echo "pod page" >/www/index.html && exec httpd -f -p 8080 -h /www' >/dev/null
+    podman --runtime $rt run --rm --pod "e2e-pod-$rt" local/busybox \
+      sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://127.0.0.1:8080/ && exit 0; sleep 1; done; exit 1' \
+      >/tmp/e2e-podmanpod-$rt.out 2>&1 && echo "(exit 0)" >>/tmp/e2e-podmanpod-$rt.out ||
+      echo "(exit $?)" >>/tmp/e2e-podmanpod-$rt.out
+    [ $rt = microrun ] && vms=$(pod_vms)
+    podman pod rm -f "e2e-pod-$rt" >/dev/null
+  done
+  out_crun=$(cat /tmp/e2e-podmanpod-crun.out)
+  out_mr=$(cat /tmp/e2e-podmanpod-microrun.out)
+  agree "$out_crun" "$out_mr"
+  expect_eq "$vms" 1
+  expect_eq "$(leftovers)" 0
+}
