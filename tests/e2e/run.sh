@@ -12,7 +12,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-share=$top/build/share
+share=${MICRORUN_E2E_SHARE:-$top/build/share}
 results=$share/e2e-results
 bash "$here/stage.sh" "$share"
 : >"$results"
