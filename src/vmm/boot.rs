@@ -1,6 +1,8 @@
-//! Direct boot of an ELF vmlinux at its 64-bit entry: kernel and initramfs
-//! in guest memory, the boot_params zero page with its e820 map, the
-//! command line, identity page tables, a GDT, and long-mode registers.
+//! Direct boot at the kernel's 64-bit entry, of an ELF vmlinux (the
+//! project's own kernel) or a compressed bzImage (what distributions ship,
+//! 64-bit boot protocol, no firmware): kernel and initramfs in guest
+//! memory, the boot_params zero page with its e820 map, the command line,
+//! identity page tables, a GDT, and long-mode registers.
 
 use super::layout::*;
 use super::memory::Memory;
@@ -8,10 +10,12 @@ use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use linux_loader::cmdline::Cmdline;
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
-use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
+use linux_loader::loader::bzimage::BzImage;
 use linux_loader::loader::elf::Elf;
 use linux_loader::loader::KernelLoader;
 use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
@@ -23,7 +27,7 @@ pub enum BootError {
         path: String,
         source: std::io::Error,
     },
-    #[error("load kernel {path}: {msg} (microrun boots an uncompressed ELF vmlinux)")]
+    #[error("load kernel {path}: {msg} (microrun boots an ELF vmlinux or an x86-64 bzImage)")]
     Kernel { path: String, msg: String },
     #[error("initramfs {path} ({size} bytes) does not fit in guest memory")]
     InitrdTooLarge { path: String, size: u64 },
@@ -65,15 +69,35 @@ pub fn load(
             source,
         })
     };
+    let kernel_err = |msg: String| BootError::Kernel {
+        path: kernel.display().to_string(),
+        msg,
+    };
     let mut kf = open(kernel)?;
-    let res = Elf::load(mem, None, &mut kf, Some(GuestAddress(HIGH_MEMORY))).map_err(|e| {
-        BootError::Kernel {
-            path: kernel.display().to_string(),
-            msg: e.to_string(),
-        }
-    })?;
+    let mut magic = [0u8; 4];
+    kf.read_exact(&mut magic)
+        .and_then(|_| kf.seek(SeekFrom::Start(0)))
+        .map_err(|e| kernel_err(e.to_string()))?;
+    let (entry, kernel_end, header) = if magic == *b"\x7fELF" {
+        let res = Elf::load(mem, None, &mut kf, Some(GuestAddress(HIGH_MEMORY)))
+            .map_err(|e| kernel_err(e.to_string()))?;
+        (res.kernel_load.0, res.kernel_end, None)
+    } else {
+        let res = BzImage::load(mem, None, &mut kf, Some(GuestAddress(HIGH_MEMORY)))
+            .map_err(|e| kernel_err(e.to_string()))?;
+        let hdr = res
+            .setup_header
+            .ok_or_else(|| kernel_err("a bzImage without a setup header".into()))?;
+        bzimage_entry(&hdr).map_err(kernel_err)?;
+        // The kernel decompresses itself in place: what it needs then
+        // (init_size) must stay clear of the initramfs.
+        let end =
+            res.kernel_load.0 + u64::from(hdr.init_size).max(res.kernel_end - res.kernel_load.0);
+        // The 64-bit entry is 0x200 past the start of the protected-mode code.
+        (res.kernel_load.0 + 0x200, end, Some(hdr))
+    };
     let initrd = match initrd {
-        Some(p) => Some(load_initrd(mem, p, res.kernel_end)?),
+        Some(p) => Some(load_initrd(mem, p, kernel_end)?),
         None => None,
     };
     linux_loader::loader::load_cmdline(mem, GuestAddress(CMDLINE_ADDR), cmdline)
@@ -82,13 +106,29 @@ pub fn load(
         .as_cstring()
         .map(|c| c.as_bytes().len())
         .unwrap_or(0);
-    write_boot_params(mem, cmdline_len, initrd)?;
+    write_boot_params(mem, header, cmdline_len, initrd)?;
     write_page_tables(mem)?;
     write_gdt(mem)?;
-    Ok(BootInfo {
-        entry: res.kernel_load.0,
-        initrd,
-    })
+    Ok(BootInfo { entry, initrd })
+}
+
+/// A bzImage microrun can enter directly: boot protocol 2.06 or later (the
+/// one that documents the 64-bit entry) with a 64-bit kernel.
+fn bzimage_entry(hdr: &setup_header) -> Result<(), String> {
+    const XLF_KERNEL_64: u16 = 1;
+    let version = hdr.version;
+    if version < 0x0206 {
+        return Err(format!(
+            "boot protocol {}.{:02} is older than 2.06",
+            version >> 8,
+            version & 0xff
+        ));
+    }
+    let xloadflags = hdr.xloadflags;
+    if xloadflags & XLF_KERNEL_64 == 0 {
+        return Err("not a 64-bit kernel (no 64-bit entry point)".into());
+    }
+    Ok(())
 }
 
 /// Places the initramfs at the top of low RAM, page-aligned, above the kernel.
@@ -130,14 +170,21 @@ pub fn e820_map(mem_size: u64) -> Vec<(u64, u64, u32)> {
 
 fn write_boot_params(
     mem: &Memory,
+    header: Option<setup_header>,
     cmdline_len: usize,
     initrd: Option<(u64, u64)>,
 ) -> Result<(), BootError> {
     let mut p = boot_params::default();
+    // A bzImage's own header first (its sizes, alignment, flags), then ours.
+    if let Some(h) = header {
+        p.hdr = h;
+    }
     p.hdr.type_of_loader = 0xff;
     p.hdr.boot_flag = 0xaa55;
     p.hdr.header = 0x5372_6448; // "HdrS"
-    p.hdr.kernel_alignment = 0x0100_0000;
+    if header.is_none() {
+        p.hdr.kernel_alignment = 0x0100_0000;
+    }
     p.hdr.cmd_line_ptr = CMDLINE_ADDR as u32;
     p.hdr.cmdline_size = cmdline_len as u32;
     if let Some((addr, size)) = initrd {
@@ -312,13 +359,55 @@ mod tests {
     #[test]
     fn boot_params_point_at_cmdline_and_initrd() {
         let m = mem(64 << 20);
-        write_boot_params(&m, 42, Some((0x300_0000, 0x1234))).unwrap();
+        write_boot_params(&m, None, 42, Some((0x300_0000, 0x1234))).unwrap();
         let p: boot_params = m.read_obj(GuestAddress(ZERO_PAGE)).unwrap();
         assert_eq!({ p.hdr.cmd_line_ptr }, CMDLINE_ADDR as u32);
         assert_eq!({ p.hdr.cmdline_size }, 42);
         assert_eq!({ p.hdr.ramdisk_image }, 0x300_0000);
         assert_eq!({ p.hdr.boot_flag }, 0xaa55);
         assert_eq!(p.e820_entries, 3);
+    }
+
+    /// A bzImage's bytes: one setup sector after the boot sector, then the
+    /// protected-mode code.
+    fn fake_bzimage(version: u16, xloadflags: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 1024 + 4096];
+        f[0x1f1] = 1; // setup_sects
+        f[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        f[0x202..0x206].copy_from_slice(b"HdrS");
+        f[0x206..0x208].copy_from_slice(&version.to_le_bytes());
+        f[0x211] = 1; // loadflags: LOADED_HIGH
+        f[0x214..0x218].copy_from_slice(&(HIGH_MEMORY as u32).to_le_bytes()); // code32_start
+        f[0x236..0x238].copy_from_slice(&xloadflags.to_le_bytes());
+        f[0x260..0x264].copy_from_slice(&(1u32 << 20).to_le_bytes()); // init_size
+        f[1024..1028].copy_from_slice(b"CODE");
+        f
+    }
+
+    #[test]
+    fn a_bzimage_is_entered_at_its_64_bit_entry_with_its_own_header() {
+        let d = tempfile::tempdir().unwrap();
+        let k = d.path().join("vmlinuz");
+        std::fs::write(&k, fake_bzimage(0x020f, 1)).unwrap();
+        let m = mem(64 << 20);
+        let c = build_cmdline(&["console=ttyS0"]).unwrap();
+        let info = load(&m, &k, None, &c).unwrap();
+        assert_eq!(info.entry, HIGH_MEMORY + 0x200);
+        let code: [u8; 4] = m.read_obj(GuestAddress(HIGH_MEMORY)).unwrap();
+        assert_eq!(&code, b"CODE");
+        let p: boot_params = m.read_obj(GuestAddress(ZERO_PAGE)).unwrap();
+        assert_eq!({ p.hdr.version }, 0x020f);
+        assert_eq!({ p.hdr.type_of_loader }, 0xff);
+        assert_eq!({ p.hdr.init_size }, 1 << 20);
+        // Too old a protocol, or a 32-bit kernel: clear errors.
+        std::fs::write(&k, fake_bzimage(0x0205, 1)).unwrap();
+        let e = load(&m, &k, None, &c).unwrap_err().to_string();
+        assert!(e.contains("older than 2.06"), "{e}");
+        std::fs::write(&k, fake_bzimage(0x020f, 0)).unwrap();
+        let e = load(&m, &k, None, &c).unwrap_err().to_string();
+        assert!(e.contains("not a 64-bit kernel"), "{e}");
+        std::fs::write(&k, b"neither ELF nor bzImage").unwrap();
+        assert!(load(&m, &k, None, &c).is_err());
     }
 
     #[test]
