@@ -10,6 +10,7 @@ mod dns;
 mod fdpass;
 mod host_change;
 mod init;
+mod modules;
 mod mounts;
 mod net;
 mod selftest;
@@ -30,6 +31,11 @@ fn main() {
     if let Err(e) = mounts::base() {
         console(&format!("microrun-agent: {e}"));
         power_off();
+    }
+    // A kernel with its drivers as modules: load them before anything
+    // looks for its devices.
+    for e in modules::load_listed() {
+        console(&format!("microrun-agent: module {e}"));
     }
     let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
     console(&format!(

@@ -7,6 +7,7 @@ mod delete;
 mod events;
 mod exec;
 mod features;
+mod kernel;
 mod kill;
 mod list;
 mod pause;
@@ -147,6 +148,8 @@ pub enum Verb {
     Restore(restore::Args),
     /// Diagnose whether this host can run microVMs
     Check(check::Args),
+    /// Guest kernels: add a distribution's kernel with its modules, list them
+    Kernel(kernel::Args),
     /// Boot the guest kernel in a microVM without a container (diagnostics, benchmarks)
     #[command(name = "vm-boot")]
     VmBoot(vm_boot::Args),
@@ -306,6 +309,7 @@ pub fn main(factory: SandboxFactory) -> i32 {
         Verb::Checkpoint(a) => checkpoint::run(&ctx, a),
         Verb::Restore(a) => restore::run(&ctx, a),
         Verb::Check(a) => check::run(&ctx, a),
+        Verb::Kernel(a) => kernel::run(&ctx, a),
         Verb::VmBoot(a) => vm_boot::run(&ctx, a),
         Verb::Monitor(a) => crate::monitor::run(
             crate::monitor::MonitorArgs {

@@ -1,5 +1,6 @@
 //! Finding the guest kernel and initramfs for a container: the container's
-//! annotation, then the environment, then the installed default.
+//! annotation (a path, or the version of a kernel installed with
+//! `microrun kernel add`), then the environment, then the installed default.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ pub struct GuestImage {
 
 /// Default share directories: beside the binary (PREFIX/bin → PREFIX/share),
 /// then the compile-time install prefix.
-fn default_dirs() -> Vec<PathBuf> {
+pub fn default_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
         if let Some(prefix) = exe.parent().and_then(Path::parent) {
@@ -80,6 +81,19 @@ fn resolve_in(
     dirs: &[PathBuf],
 ) -> Result<GuestImage, ImageError> {
     let ann = |k| annotations.and_then(|a| a.get(k));
+    // A kernel named by version: installed with its own initramfs.
+    if let Some(name) = ann(KERNEL_ANNOTATION).filter(|n| !n.contains('/')) {
+        let kdirs: Vec<PathBuf> = dirs
+            .iter()
+            .map(|d| d.join(super::kernels::DIR).join(name))
+            .collect();
+        let kernel = find("kernel", None, None, super::kernels::KERNEL, &kdirs)?;
+        let initrd = match ann(INITRD_ANNOTATION) {
+            Some(i) => find("initramfs", Some(i), None, INITRD_FILE, &[])?,
+            None => kernel.with_file_name(INITRD_FILE),
+        };
+        return Ok(GuestImage { kernel, initrd });
+    }
     Ok(GuestImage {
         kernel: find(
             "kernel",
@@ -131,6 +145,18 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("empty/vmlinux"), "{err}");
+            // An installed kernel by its version, with its own initramfs.
+            let k = share.join("kernels/6.1.0-x");
+            std::fs::create_dir_all(&k).unwrap();
+            std::fs::write(k.join("kernel"), b"bz").unwrap();
+            std::fs::write(k.join(INITRD_FILE), b"i2").unwrap();
+            ann.insert(KERNEL_ANNOTATION.to_string(), "6.1.0-x".into());
+            let img = resolve_in(Some(&ann), &dirs).unwrap();
+            assert_eq!(img.kernel, k.join("kernel"));
+            assert_eq!(img.initrd, k.join(INITRD_FILE));
+            ann.insert(KERNEL_ANNOTATION.to_string(), "6.99".into());
+            let err = resolve_in(Some(&ann), &dirs).unwrap_err().to_string();
+            assert!(err.contains("kernels/6.99/kernel"), "{err}");
         }
     }
 }

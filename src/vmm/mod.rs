@@ -8,6 +8,7 @@ pub mod devices;
 pub mod guest_streams;
 pub mod host_watch;
 pub mod image;
+pub mod kernels;
 pub mod layout;
 pub mod memory;
 pub mod mptable;

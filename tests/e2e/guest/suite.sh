@@ -5,6 +5,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 . "$here/parity.sh"
 . "$here/pods.sh"
+. "$here/kernels.sh"
 
 t_kvm_present() {
   test -c /dev/kvm
@@ -791,6 +792,8 @@ scenario docker-pod-limits-and-order t_docker_pod_limits_and_order
 scenario raw-cli-pod-refusals t_raw_cli_pod_refusals
 scenario podman-run t_podman_run
 scenario podman-pod t_podman_pod
+scenario raw-cli-distro-kernel t_raw_cli_distro_kernel
+scenario raw-cli-guest-modules t_raw_cli_guest_modules
 scenario conformance t_conformance
 scenario host-unit-tests t_host_unit_tests
 scenario docker-network t_docker_network
