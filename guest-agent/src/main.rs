@@ -52,6 +52,12 @@ fn main() {
     }
     // Binding works without a transport too: check for the device, so a VM
     // without one (the QEMU boot check) ends instead of waiting forever.
+    // Drivers loaded as modules may bind a moment later.
+    let mut tries = if modules::listed() { 100 } else { 0 };
+    while !vsock::device_present() && tries > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        tries -= 1;
+    }
     if !vsock::device_present() {
         console("microrun-agent: no virtio-vsock device; nothing to serve");
         power_off();

@@ -50,6 +50,12 @@ pub enum KernelError {
          (with modules.dep and modules.builtin), e.g. /lib/modules/{version}"
     )]
     NoModules { version: String },
+    #[error(
+        "kernel {version} has no CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES ({config}): it cannot find \
+         microrun's devices, which are declared on the kernel command line; discovering them \
+         through ACPI tables is not implemented yet"
+    )]
+    NoCmdlineDevices { version: String, config: PathBuf },
     #[error("kernel {version} lacks what the microrun guest needs:\n{missing}")]
     Missing { version: String, missing: String },
     #[error("{0}")]
@@ -170,6 +176,18 @@ pub fn add(
         None if default_dir.join("modules.dep").is_file() => default_dir,
         None => return Err(KernelError::NoModules { version }),
     };
+    // The kernel's build configuration, where the distribution ships it
+    // (config-<version> beside the image): the devices are declared on the
+    // command line, which a kernel may not read.
+    let config = kernel.with_file_name(format!("config-{version}"));
+    if let Ok(text) = std::fs::read_to_string(&config) {
+        if !text
+            .lines()
+            .any(|l| l == "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y")
+        {
+            return Err(KernelError::NoCmdlineDevices { version, config });
+        }
+    }
     let index = Index::read(&mdir)?;
     let (order, missing) = index.resolve(NEEDED);
     if !missing.is_empty() {
@@ -366,5 +384,14 @@ kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko\n";
         // The same inputs give the same bytes.
         let again = add(&k, Some(&m), &base, &share).unwrap();
         assert_eq!(std::fs::read(&again.initrd).unwrap(), initrd);
+        // A distribution's config beside the kernel that cannot take the
+        // devices from the command line: refused, and why.
+        std::fs::write(
+            d.path().join("config-6.1.0-test"),
+            "CONFIG_VIRTIO_MMIO=m\n# CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES is not set\n",
+        )
+        .unwrap();
+        let e = add(&k, Some(&m), &base, &share).unwrap_err().to_string();
+        assert!(e.contains("CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES"), "{e}");
     }
 }
