@@ -60,9 +60,16 @@ fn load(path: &str, params: &std::ffi::CStr) -> std::io::Result<()> {
     } else {
         0
     };
-    // SAFETY: finit_module with an open fd, an empty NUL-terminated
-    // parameter string and flags; it reads nothing else of ours.
-    let r = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), c"".as_ptr(), flags) };
+    // SAFETY: finit_module with an open fd, a NUL-terminated parameter
+    // string and flags; it reads nothing else of ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            f.as_raw_fd(),
+            params.as_ptr(),
+            flags,
+        )
+    };
     if r == 0 {
         return Ok(());
     }
