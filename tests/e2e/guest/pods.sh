@@ -126,6 +126,34 @@ t_docker_pod_limits_and_order() {
   expect_eq "$(leftovers)" 0
 }
 
+# The verbs act on the container they name alone: pausing the joined one
+# leaves the first running, `update` changes its limit only, stats and
+# exec see it alone.
+t_docker_pod_verbs() {
+  local rt out_runc out_mr a b
+  for rt in runc microrun; do
+    : >/tmp/e2e-podv-$rt.out
+    a=$(docker run -d --runtime $rt local/busybox sleep 1000)
+    b=$(docker run -d --runtime $rt -m 48m --memory-swap 48m --network "container:$a" local/busybox sleep 1000)
+    docker pause "$b" >/dev/null
+    docker inspect -f '{{.State.Status}}' "$a" "$b" >>/tmp/e2e-podv-$rt.out
+    docker exec "$a" echo "first answers while the joined one is paused" >>/tmp/e2e-podv-$rt.out 2>&1
+    docker unpause "$b" >/dev/null
+    docker exec "$b" echo "joined answers again" >>/tmp/e2e-podv-$rt.out 2>&1
+    docker update --memory 64m --memory-swap 64m "$b" >/dev/null
+    docker stats --no-stream --format '{{.MemUsage}}' "$b" | sed 's|.* / ||' >>/tmp/e2e-podv-$rt.out
+    docker exec "$b" sh -c 'ps -o args | grep -c "[s]leep 1000"' >>/tmp/e2e-podv-$rt.out 2>&1
+    docker kill "$b" >/dev/null
+    echo "joined: exit $(docker wait "$b")" >>/tmp/e2e-podv-$rt.out
+    docker exec "$a" echo "first runs on" >>/tmp/e2e-podv-$rt.out 2>&1
+    docker rm -f "$a" "$b" >/dev/null
+  done
+  out_runc=$(cat /tmp/e2e-podv-runc.out)
+  out_mr=$(cat /tmp/e2e-podv-microrun.out)
+  agree "$out_runc" "$out_mr"
+  grep -qx "64MiB" /tmp/e2e-podv-microrun.out
+}
+
 # A joining container whose memory limit does not fit in the VM fails with
 # the sizes (until VMs grow); a namespace of the host cannot be joined. The
 # raw CLI: nothing of the refused container is left.
