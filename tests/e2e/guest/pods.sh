@@ -207,11 +207,13 @@ t_podman_run() {
 }
 
 # podman pod create, then two containers of the pod that talk over
-# localhost; under microrun the pod is one microVM (infra and both).
+# localhost; under microrun the pod is one microVM (infra and both). Next
+# to runc: Debian's crun 1.8 fails to start a pod's infra container in
+# this host ("mknod /dev/null: Operation not permitted").
 t_podman_pod() {
   podman_setup
-  local rt out_crun out_mr vms=
-  for rt in crun microrun; do
+  local rt out_runc out_mr vms=
+  for rt in runc microrun; do
     podman pod rm -f "e2e-pod-$rt" >/dev/null 2>&1 || true
     podman --runtime $rt pod create --name "e2e-pod-$rt" >/dev/null
     podman --runtime $rt run -d --pod "e2e-pod-$rt" --name "e2e-pod-web-$rt" local/busybox \
@@ -223,9 +225,9 @@ t_podman_pod() {
     [ $rt = microrun ] && vms=$(pod_vms)
     podman pod rm -f "e2e-pod-$rt" >/dev/null
   done
-  out_crun=$(cat /tmp/e2e-podmanpod-crun.out)
+  out_runc=$(cat /tmp/e2e-podmanpod-runc.out)
   out_mr=$(cat /tmp/e2e-podmanpod-microrun.out)
-  agree "$out_crun" "$out_mr"
+  agree "$out_runc" "$out_mr"
   expect_eq "$vms" 1
   expect_eq "$(leftovers)" 0
 }
