@@ -187,14 +187,7 @@ fn split(
                 // The VM's process failed and told create why.
                 std::process::exit(1);
             }
-            let ctl = state::ctl_socket_path(&args.root, &args.id);
-            let status = standin::Standin::init(&ctl, tty).wait();
-            drop(ours);
-            match status {
-                Ok(s) => exit::exit_like(s),
-                // The VM's process is gone: the container died with it.
-                Err(_) => exit::exit_like(crate::sandbox::ExitStatus::Signal(libc::SIGKILL)),
-            }
+            stand_in(args, tty, ours)
         }
         Err(e) => Err(Box::new((
             MonitorError::Io {
@@ -252,11 +245,18 @@ fn join_vm(
     if tty.is_none() {
         let _ = detach_stdio();
     }
+    stand_in(args, tty, lifeline)
+}
+
+/// The rest of a stand-in's life: relay signals to the container's init,
+/// hold the lifeline to the VM's process, exit as the init did.
+fn stand_in(args: &MonitorArgs, tty: Option<OwnedFd>, lifeline: UnixStream) -> ! {
     let ctl = state::ctl_socket_path(&args.root, &args.id);
     let status = standin::Standin::init(&ctl, tty).wait();
     drop(lifeline);
     match status {
         Ok(s) => exit::exit_like(s),
+        // The VM's process is gone: the container died with it.
         Err(_) => exit::exit_like(crate::sandbox::ExitStatus::Signal(libc::SIGKILL)),
     }
 }
