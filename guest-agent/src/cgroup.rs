@@ -53,7 +53,9 @@ impl Cgroup {
     pub fn apply(&self, r: &LinuxResources) -> std::io::Result<()> {
         let d = &self.dir;
         if let Some(m) = r.memory() {
-            if let Some(l) = m.limit() {
+            // 0 leaves the limit as it is (an update of something else);
+            // a negative one lifts it.
+            if let Some(l) = m.limit().filter(|l| *l != 0) {
                 write(
                     d,
                     "memory.max",
@@ -65,12 +67,13 @@ impl Cgroup {
             }
         }
         if let Some(c) = r.cpu() {
-            if c.quota().is_some() || c.period().is_some() {
-                let quota = c
-                    .quota()
-                    .filter(|q| *q > 0)
-                    .map_or("max".to_string(), |q| q.to_string());
-                let period = c.period().unwrap_or(100_000);
+            // 0 is "not set", as runc takes it: `docker update --memory`
+            // sends the CPU fields as zeros.
+            let quota = c.quota().filter(|q| *q > 0);
+            let period = c.period().filter(|p| *p > 0);
+            if quota.is_some() || period.is_some() {
+                let quota = quota.map_or("max".to_string(), |q| q.to_string());
+                let period = period.unwrap_or(100_000);
                 write(d, "cpu.max", &format!("{quota} {period}"))?;
             }
             if let Some(s) = c.shares().filter(|s| *s > 0) {
@@ -83,7 +86,7 @@ impl Cgroup {
                 write(d, "cpuset.mems", mems)?;
             }
         }
-        if let Some(p) = r.pids() {
+        if let Some(p) = r.pids().as_ref().filter(|p| p.limit() != 0) {
             let l = p.limit();
             write(
                 d,
