@@ -24,7 +24,7 @@ with_caps() {
 t_raw_cli_bzimage_boot() {
   local v out
   v=$(uname -r)
-  timeout 300 "$MR" vm-boot --kernel "/boot/vmlinuz-$v" --append loglevel=5 --console /tmp/e2e-bz.log >/dev/null 2>&1 || true
+  timeout 300 "$MR" vm-boot --kernel "/boot/vmlinuz-$v" --append loglevel=6 --console /tmp/e2e-bz.log >/dev/null 2>&1 || true
   grep -E "Linux version|microrun-agent" /tmp/e2e-bz.log | cut -c1-100
   grep -q "Linux version $v" /tmp/e2e-bz.log
   grep -q "microrun-agent: ready" /tmp/e2e-bz.log
