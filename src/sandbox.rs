@@ -61,6 +61,9 @@ pub struct ContainerConfig {
     /// Namespaces shared with another container of the same VM:
     /// (`ipc`, `uts` or `pid`; that container's id).
     pub joins: Vec<(String, String)>,
+    /// A joining container's rootfs and bind sources as mount trees its
+    /// stand-in cloned in the caller's mount namespace.
+    pub trees: Option<std::sync::Arc<crate::vmm::share::Trees>>,
 }
 
 /// Resource usage, in the shape of runc's `events --stats` data: the

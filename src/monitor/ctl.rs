@@ -66,6 +66,10 @@ pub enum Request {
         /// Namespaces its init shares: (`ipc`, `uts` or `pid`; container id).
         joins: Vec<(String, String)>,
         debug: bool,
+        /// After the stdio fds: the rootfs's mount tree, then one for each
+        /// of these spec mount indices (share::Trees).
+        #[serde(default)]
+        bind_trees: Vec<usize>,
     },
 }
 

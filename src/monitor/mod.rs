@@ -208,7 +208,22 @@ fn join_vm(
     p: Prepared,
 ) -> Result<std::convert::Infallible, Failed> {
     let Prepared { bundle, io, tty } = p;
-    let (fds, is_tty): (Vec<RawFd>, bool) = match &io {
+    // The rootfs and bind sources as this (the caller's) mount namespace
+    // has them: the VM's process may not see mounts made since it began.
+    let mounts = bundle.spec.mounts().clone().unwrap_or_default();
+    let trees = match crate::vmm::share::Trees::clone_from(&bundle.rootfs, &mounts) {
+        Ok(t) => t,
+        Err(e) => {
+            let e = MonitorError::Io {
+                what: "join",
+                source: std::io::Error::other(e.to_string()),
+            };
+            return Err(Box::new((e, chan)));
+        }
+    };
+    let mut bind_trees: Vec<usize> = trees.binds.keys().copied().collect();
+    bind_trees.sort_unstable();
+    let (mut fds, is_tty): (Vec<RawFd>, bool) = match &io {
         ProcessIo::Pipes {
             stdin,
             stdout,
@@ -219,12 +234,20 @@ fn join_vm(
         ),
         ProcessIo::Terminal(slave) => (vec![slave.as_raw_fd()], true),
     };
+    fds.extend(trees.root.as_ref().map(|t| t.as_raw_fd()));
+    fds.extend(
+        bind_trees
+            .iter()
+            .filter_map(|i| trees.binds.get(i))
+            .map(|t| t.as_raw_fd()),
+    );
     let req = ctl::Request::Join {
         id: args.id.clone(),
         bundle: bundle.path.clone(),
         tty: is_tty,
         joins: j.joins.clone(),
         debug: args.debug,
+        bind_trees,
     };
     let target = state::ctl_socket_path(&args.root, &j.target);
     let (vmm, lifeline) = match ctl::call_keep(&target, &req, &fds) {
@@ -238,6 +261,7 @@ fn join_vm(
         Err(e) => return Err(Box::new((e.into(), chan))),
     };
     drop(io);
+    drop(trees);
     if let Err(e) = chan.send(&Handshake::Done { process: INIT, vmm }) {
         return Err(Box::new((e.into(), chan)));
     }

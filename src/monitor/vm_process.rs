@@ -79,6 +79,7 @@ fn boot(
         spec: bundle.spec.clone(),
         debug: args.debug,
         joins: Vec::new(),
+        trees: None,
     };
     logging::debug(&format!("monitor {}: building the sandbox", args.id));
     let sandbox: Arc<dyn Sandbox> = Arc::from(factory(config.clone())?);
@@ -299,10 +300,11 @@ impl Host {
                     tty,
                     joins,
                     debug,
+                    bind_trees,
                 },
                 fds,
             )) => {
-                match self.join(&conn, id, &bundle, tty, joins, debug, fds) {
+                match self.join(&conn, id, &bundle, tty, joins, debug, bind_trees, fds) {
                     // The connection is the new stand-in's: it is watched.
                     Ok(()) => return,
                     Err(msg) => Response::Error { msg },
@@ -323,8 +325,18 @@ impl Host {
         tty: bool,
         joins: Vec<(String, String)>,
         debug: bool,
-        fds: Vec<OwnedFd>,
+        bind_trees: Vec<usize>,
+        mut fds: Vec<OwnedFd>,
     ) -> Result<(), String> {
+        let n_stdio = if tty { 1 } else { 3 };
+        if fds.len() != n_stdio + 1 + bind_trees.len() {
+            return Err("join: wrong number of fds".into());
+        }
+        let mut tree_fds = fds.split_off(n_stdio).into_iter();
+        let trees = crate::vmm::share::Trees {
+            root: tree_fds.next(),
+            binds: bind_trees.into_iter().zip(tree_fds).collect(),
+        };
         crate::ids::validate(&id).map_err(|e| e.to_string())?;
         if self
             .members
@@ -362,6 +374,7 @@ impl Host {
             spec: bundle.spec.clone(),
             debug,
             joins,
+            trees: Some(Arc::new(trees)),
         };
         let init = self
             .sandbox

@@ -9,6 +9,8 @@
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use oci_spec::runtime::Mount;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -38,6 +40,114 @@ pub enum ShareError {
     },
     #[error("bind mount {dest}: source {source_path} does not exist")]
     MissingSource { dest: String, source_path: PathBuf },
+}
+
+/// Mount trees of a joining container's rootfs and bind sources, cloned
+/// (open_tree) in its caller's mount namespace by its stand-in and attached
+/// here (move_mount), so that mounts the caller made after this VM's
+/// namespace was made (podman's overlay roots, in a private mount) need not
+/// propagate into it. By the spec's mount index; `root` for the rootfs.
+#[derive(Debug, Default)]
+pub struct Trees {
+    pub root: Option<OwnedFd>,
+    pub binds: HashMap<usize, OwnedFd>,
+}
+
+impl Trees {
+    /// Clones the trees of a container's rootfs and bind sources, as the
+    /// calling process's mount namespace has them.
+    pub fn clone_from(rootfs: &Path, mounts: &[Mount]) -> Result<Trees, ShareError> {
+        let mut t = Trees {
+            root: Some(clone_tree(rootfs, true)?),
+            binds: HashMap::new(),
+        };
+        for (i, m) in mounts.iter().enumerate() {
+            if let Some(src) = bind_source(m) {
+                if std::fs::symlink_metadata(src).is_err() {
+                    return Err(ShareError::MissingSource {
+                        dest: m.destination().display().to_string(),
+                        source_path: src.to_path_buf(),
+                    });
+                }
+                t.binds.insert(i, clone_tree(src, has_option(m, "rbind"))?);
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// open_tree(OPEN_TREE_CLONE): a detached copy of the mount at `path`.
+fn clone_tree(path: &Path, recursive: bool) -> Result<OwnedFd, ShareError> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+        ShareError::Io {
+            what: "clone the tree of",
+            path: path.to_path_buf(),
+            source: std::io::ErrorKind::InvalidInput.into(),
+        }
+    })?;
+    let rec = if recursive {
+        libc::AT_RECURSIVE as libc::c_uint
+    } else {
+        0
+    };
+    // SAFETY: open_tree with a NUL-terminated path and flags; it returns a
+    // new fd we own, or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | rec,
+        )
+    };
+    if fd < 0 {
+        return Err(ShareError::Io {
+            what: "clone the tree of",
+            path: path.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: a fresh fd from open_tree, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Attaches a cloned tree at `dst` (move_mount), read-only where asked.
+fn attach(tree: &OwnedFd, dst: &Path, read_only: bool) -> Result<(), ShareError> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let err = |what, source| ShareError::Mount {
+        what,
+        path: dst.to_path_buf(),
+        source,
+    };
+    let c = std::ffi::CString::new(dst.as_os_str().as_encoded_bytes())
+        .map_err(|_| err("attach", nix::Error::EINVAL))?;
+    // SAFETY: move_mount of a detached tree (an fd we own, empty path) to a
+    // NUL-terminated target path.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return Err(err("attach", nix::Error::last()));
+    }
+    if read_only {
+        mount(
+            None::<&str>,
+            dst,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| err("make read-only", e))?;
+    }
+    Ok(())
 }
 
 /// The prepared share: its host root. The VM's first container's part is
@@ -116,8 +226,11 @@ impl Share {
         rootfs: &Path,
         root_read_only: bool,
         mounts: &[Mount],
+        trees: Option<&Trees>,
     ) -> Result<Part, ShareError> {
-        check_sources(mounts)?;
+        if trees.is_none() {
+            check_sources(mounts)?;
+        }
         let dir = self.root.join(name);
         self.writable(true)?;
         let made = std::fs::create_dir(&dir)
@@ -135,7 +248,7 @@ impl Share {
                     mounted: Vec::new(),
                 };
                 // A failed bind leaves nothing behind.
-                match fill(&mut part, Some(rootfs), mounts) {
+                match fill(&mut part, Some(rootfs), mounts, trees) {
                     Ok(()) => Ok(part),
                     Err(e) => {
                         detach(&part.mounted);
@@ -292,7 +405,7 @@ pub fn prepare(
         seal_root: root_read_only && rootfs.is_some(),
         mounted: Vec::new(),
     };
-    fill(&mut part, rootfs, mounts)?;
+    fill(&mut part, rootfs, mounts, None)?;
     // The guest gets the parts, not room to add its own files beside them.
     mount(
         None::<&str>,
@@ -329,8 +442,14 @@ fn check_sources(mounts: &[Mount]) -> Result<(), ShareError> {
     Ok(())
 }
 
-/// Binds the rootfs and the bind sources into the part's directory.
-fn fill(part: &mut Part, rootfs: Option<&Path>, mounts: &[Mount]) -> Result<(), ShareError> {
+/// Binds the rootfs and the bind sources into the part's directory (or
+/// attaches their cloned trees).
+fn fill(
+    part: &mut Part,
+    rootfs: Option<&Path>,
+    mounts: &[Mount],
+    trees: Option<&Trees>,
+) -> Result<(), ShareError> {
     let io = |what, path: &Path| {
         let path = path.to_path_buf();
         move |source| ShareError::Io { what, path, source }
@@ -338,19 +457,32 @@ fn fill(part: &mut Part, rootfs: Option<&Path>, mounts: &[Mount]) -> Result<(), 
     if let Some(rootfs) = rootfs {
         let root_dst = part.dir.join(ROOTFS);
         std::fs::create_dir(&root_dst).map_err(io("create", &root_dst))?;
-        bind(rootfs, &root_dst, true, false)?;
+        match trees.and_then(|t| t.root.as_ref()) {
+            Some(tree) => attach(tree, &root_dst, false)?,
+            None => bind(rootfs, &root_dst, true, false)?,
+        }
         part.mounted.push(root_dst);
     }
     for (i, m) in mounts.iter().enumerate() {
         let Some(src) = bind_source(m) else { continue };
         let name = format!("m{i}");
         let dst = part.dir.join(&name);
-        if src.is_dir() {
+        let tree = trees.and_then(|t| t.binds.get(&i));
+        let is_dir = match tree {
+            Some(t) => nix::sys::stat::fstat(t.as_raw_fd())
+                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                .unwrap_or(true),
+            None => src.is_dir(),
+        };
+        if is_dir {
             std::fs::create_dir(&dst).map_err(io("create", &dst))?;
         } else {
             std::fs::File::create(&dst).map_err(io("create", &dst))?;
         }
-        bind(src, &dst, has_option(m, "rbind"), has_option(m, "ro"))?;
+        match tree {
+            Some(t) => attach(t, &dst, has_option(m, "ro"))?,
+            None => bind(src, &dst, has_option(m, "rbind"), has_option(m, "ro"))?,
+        }
         part.mounted.push(dst);
         part.binds.push((i, format!("{}/{name}", part.guest)));
     }
@@ -443,7 +575,7 @@ mod tests {
                     ];
                     // A joining container's part, bound at run time, read-only
                     // where asked, and gone without a trace when released.
-                    let j = sh.add("c1", &rootfs, false, &mounts[..2]).ok()?;
+                    let j = sh.add("c1", &rootfs, false, &mounts[..2], None).ok()?;
                     let joined = [
                         j.guest_rootfs() == format!("{GUEST_PATH}/c1/rootfs"),
                         j.binds == vec![(1, format!("{GUEST_PATH}/c1/m1"))],
@@ -455,18 +587,24 @@ mod tests {
                             &rootfs,
                             false,
                             &[m("/x", "/nonexistent", "bind", &[])],
+                            None,
                         )
                         .is_err(),
                         !share.join("c2").exists(),
                     ];
                     sh.release(j);
-                    let again = sh.add("c3", &rootfs, false, &[]).ok()?;
+                    // Trees cloned (as a stand-in does) and attached.
+                    let trees = Trees::clone_from(&rootfs, &mounts[..2]).ok()?;
+                    let again = sh
+                        .add("c3", &rootfs, false, &mounts[..2], Some(&trees))
+                        .ok()?;
                     let checks: Vec<bool> = checks
                         .into_iter()
                         .chain(joined)
                         .chain([
                             std::fs::read_dir(share.join("c1/rootfs")).ok()?.count() == 0,
                             again.host_rootfs().is_dir(),
+                            !bad(share.join("c3/m1/f")),
                         ])
                         .collect();
                     Some(checks.iter().all(|c| *c))

@@ -574,6 +574,7 @@ impl VmSandbox {
                     &c.rootfs,
                     container::root_read_only(&c.spec),
                     &mounts,
+                    c.trees.as_deref(),
                 )
                 .map_err(fail)?
         };
