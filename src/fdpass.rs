@@ -4,11 +4,18 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// The most fds one message may carry; more is a protocol violation.
-pub const MAX_FDS: usize = 4;
+/// The most fds one message may carry (stdio, and a joining container's
+/// rootfs and bind sources as mount trees); more is a protocol violation.
+pub const MAX_FDS: usize = 128;
 
 /// Sends `data` with `fds` attached in one sendmsg.
 pub fn send(sock: &impl AsRawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::other(format!(
+            "{} descriptors to pass, more than the {MAX_FDS} one message may carry",
+            fds.len()
+        )));
+    }
     let iov = [IoSlice::new(data)];
     let cmsg = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
