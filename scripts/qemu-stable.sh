@@ -20,11 +20,17 @@ if [ ! -x "$cache/qemu-system-x86_64" ]; then
   rm -rf "$cache"; mkdir -p "$cache"
   mv "$work/root" "$cache/root"
   # Its own modules (TCG is one) and firmware first; links into other
-  # packages (seabios, ipxe) resolve through the system's directories.
+  # packages (seabios, ipxe) resolve through the directories where the
+  # installed packages keep their firmware, as dpkg lists them.
+  modules=$(cd "$cache/root" && find . -name 'accel-tcg-*.so' -printf '%h\n' | head -1)
+  fw=""
+  for d in $(dpkg -L qemu-system-data seabios ipxe-qemu 2>/dev/null | grep -E '\.(bin|rom)$' | xargs -r -n1 dirname | sort -u); do
+    fw="$fw -L $d"
+  done
   cat > "$cache/qemu-system-x86_64" <<EOS
 #!/bin/sh
-export QEMU_MODULE_DIR="$cache/root/usr/lib/x86_64-linux-gnu/qemu"
-exec "$cache/root/usr/bin/qemu-system-x86_64" -L "$cache/root/usr/share/qemu" -L /usr/share/qemu -L /usr/share/seabios -L /usr/lib/ipxe/qemu "\$@"
+export QEMU_MODULE_DIR="$cache/root/${modules#./}"
+exec "$cache/root/usr/bin/qemu-system-x86_64" -L "$cache/root/usr/share/qemu"$fw "\$@"
 EOS
   chmod +x "$cache/qemu-system-x86_64"
 fi
