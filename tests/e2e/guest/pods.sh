@@ -157,6 +157,46 @@ t_docker_pod_verbs() {
   grep -qx "67108864" /tmp/e2e-podv-microrun.out
 }
 
+# The raw CLI, as containerd's shim drives it: a second bundle joins the
+# first one's network and PID namespaces by /proc path; `ps` and `events
+# --stats` answer for it; SIGKILL of its pid ends it alone; the first is
+# killed and deleted after.
+raw_pod_run() { # raw_pod_run RUNTIME: the states seen, a line each
+  local rt=$1 ba=/tmp/e2e-rpa bb=/tmp/e2e-rpb pid bpid st
+  st() { "$rt" state "$1" 2>/dev/null | sed -n 's/.*"status": "\([a-z]*\)".*/\1/p'; }
+  "$rt" delete -f rp-a >/dev/null 2>&1 || true
+  "$rt" delete -f rp-b >/dev/null 2>&1 || true
+  bundle $ba '["sleep", "1000"]'
+  "$rt" create --bundle $ba rp-a </dev/null >/dev/null 2>&1
+  "$rt" start rp-a
+  pid=$("$rt" state rp-a | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
+  bundle $bb '["sleep", "1001"]'
+  sed -i -e "s|\"type\": \"network\"|\"type\": \"network\", \"path\": \"/proc/$pid/ns/net\"|" \
+    -e "s|\"type\": \"pid\"|\"type\": \"pid\", \"path\": \"/proc/$pid/ns/pid\"|" $bb/config.json
+  "$rt" create --bundle $bb rp-b </dev/null >/dev/null 2>&1
+  "$rt" start rp-b
+  echo "a $(st rp-a), b $(st rp-b)"
+  echo "ps of b: $("$rt" ps --format json rp-b | grep -c '[0-9]')"
+  "$rt" events --stats rp-b | grep -q '"memory"' && echo "stats of b: yes"
+  bpid=$("$rt" state rp-b | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
+  kill -9 "$bpid"
+  for _ in $(seq 100); do [ "$(st rp-b)" = stopped ] && break; sleep 0.1; done
+  echo "after SIGKILL of b's pid: a $(st rp-a), b $(st rp-b)"
+  "$rt" delete rp-b
+  "$rt" kill rp-a KILL
+  for _ in $(seq 100); do [ "$(st rp-a)" = stopped ] && break; sleep 0.1; done
+  echo "a $(st rp-a)"
+  "$rt" delete rp-a
+}
+t_raw_cli_pod() {
+  local out_runc out_mr
+  out_runc=$(raw_pod_run runc 2>&1)
+  out_mr=$(raw_pod_run "$MR" 2>&1)
+  agree "$out_runc" "$out_mr"
+  expect_eq "$(pod_vms)" 0
+  expect_eq "$(leftovers)" 0
+}
+
 # A joining container whose memory limit does not fit in the VM fails with
 # the sizes (until VMs grow); a namespace of the host cannot be joined. The
 # raw CLI: nothing of the refused container is left.

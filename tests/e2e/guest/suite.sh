@@ -790,6 +790,7 @@ scenario docker-ipc-container t_docker_ipc_container
 scenario docker-pid-container t_docker_pid_container
 scenario docker-pod-limits-and-order t_docker_pod_limits_and_order
 scenario docker-pod-verbs t_docker_pod_verbs
+scenario raw-cli-pod t_raw_cli_pod
 scenario raw-cli-pod-refusals t_raw_cli_pod_refusals
 scenario podman-run t_podman_run
 scenario podman-pod t_podman_pod
