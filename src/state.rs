@@ -168,6 +168,26 @@ pub fn process_alive(pid: i32, start: u64) -> bool {
     process_start_time(pid).is_some_and(|t| start == 0 || t == start)
 }
 
+/// Removes the directories of VMs whose process is gone (killed outright:
+/// a VM's process removes its own when it ends). Named `.vm-<id>-<pid>`.
+pub fn reap_stale_vm_dirs(root: &Path) {
+    let Ok(rd) = fs::read_dir(root) else { return };
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(".vm-")
+            .and_then(|rest| rest.rsplit('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "microrun-vm" {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 pub struct Store {
     root: PathBuf,
 }
@@ -410,6 +430,19 @@ mod tests {
             vmm_pid: 0,
             vmm_start: 0,
         }
+    }
+
+    #[test]
+    fn stale_vm_directories_are_reaped_and_live_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = tmp.path().join(".vm-a-999999999");
+        let not_vm = tmp.path().join("c1");
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::write(dead.join("vsock.sock"), b"").unwrap();
+        std::fs::create_dir_all(&not_vm).unwrap();
+        reap_stale_vm_dirs(tmp.path());
+        assert!(!dead.exists());
+        assert!(not_vm.exists());
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     wait_vm_let_go(ctx, &st, &dir.ctl_socket());
     let spec = dir.spec();
     dir.remove()?;
+    state::reap_stale_vm_dirs(ctx.store().root());
     let poststop = spec
         .as_ref()
         .and_then(|s| s.hooks().as_ref())
