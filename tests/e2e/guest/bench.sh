@@ -6,8 +6,8 @@
 set -euo pipefail
 SHARE=/mnt/share/share/microrun
 runs=5
-# The runtimes, and the emulated host's workarounds (an idle VM held open,
-# no huge-page collapsing): without them a VM's end has hung this host.
+# The runtimes, and the emulated host's workarounds (no huge-page
+# collapsing; docs/testing.md): without them this host has hung.
 # Once per boot of the host.
 [ -e /run/microrun-bench-setup ] || { bash /mnt/share/e2e/setup.sh >/dev/null && touch /run/microrun-bench-setup; }
 . /mnt/share/e2e/lib.sh
