@@ -418,22 +418,8 @@ impl Agent {
                 spec: Box::new(spec.clone()),
             };
             let procs = cgroup.procs_file();
-            // Joining changes the namespaces of the thread that joins (and
-            // the pid namespace of its children): a thread of its own.
-            let mut sp = std::thread::scope(|s| {
-                s.spawn(|| {
-                    for (flag, f) in &join_fds {
-                        // SAFETY: an open namespace fd and its type.
-                        if unsafe { libc::setns(f.as_raw_fd(), *flag) } != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    }
-                    spawn::spawn(&cfg, flags, child, &procs)
-                })
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("create thread panicked")))
-            })
-            .map_err(|e| e.to_string())?;
+            let mut sp =
+                spawn_joined(&join_fds, &cfg, flags, child, &procs).map_err(|e| e.to_string())?;
             self.register(init, true, &mut sp, tty, relays)
                 .map_err(|e| e.to_string())?;
             Ok(sp)
@@ -485,21 +471,11 @@ impl Agent {
             .stdio(process, p.terminal().unwrap_or(false))
             .map_err(|e| e.to_string())?;
         let procs = c.cgroup.procs_file();
-        // A thread of its own joins the container's pid namespace (which
-        // only affects that thread's children) and clones the helper.
-        let mut sp = std::thread::scope(|s| {
-            s.spawn(|| {
-                let ns = std::fs::File::open(format!("/proc/{init_pid}/ns/pid"))?;
-                // SAFETY: an open pid namespace fd.
-                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                spawn::spawn(&cfg, 0, child, &procs)
-            })
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("exec thread panicked")))
-        })
-        .map_err(|e| e.to_string())?;
+        // The helper is cloned into the container's pid namespace.
+        let pid_ns = std::fs::File::open(format!("/proc/{init_pid}/ns/pid"))
+            .map_err(|e| format!("open the pid namespace of {init_pid}: {e}"))?;
+        let mut sp = spawn_joined(&[(libc::CLONE_NEWPID, pid_ns)], &cfg, 0, child, &procs)
+            .map_err(|e| e.to_string())?;
         sp.barrier = None;
         self.register(process, false, &mut sp, tty, relays)
             .map_err(|e| e.to_string())
@@ -580,6 +556,31 @@ impl Agent {
             }
         });
     }
+}
+
+/// Clones a helper after joining `nss` ((CLONE_NEW* flag, namespace fd)),
+/// from a thread of its own: joining changes the namespaces of the thread
+/// that joins (and the pid namespace of its children), not the agent's.
+fn spawn_joined(
+    nss: &[(libc::c_int, std::fs::File)],
+    cfg: &HelperConfig,
+    flags: libc::c_int,
+    child: Option<ChildStdio>,
+    procs: &std::path::Path,
+) -> std::io::Result<Spawned> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for (flag, f) in nss {
+                // SAFETY: an open namespace fd and its type.
+                if unsafe { libc::setns(f.as_raw_fd(), *flag) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            spawn::spawn(cfg, flags, child, procs)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("helper thread panicked")))
+    })
 }
 
 /// Reports an exit once the process's output is delivered; after an init's

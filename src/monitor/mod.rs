@@ -57,7 +57,7 @@ pub enum MonitorError {
     #[error(transparent)]
     Ctl(#[from] ctl::CtlError),
     #[error(transparent)]
-    Standin(#[from] standin::StandinError),
+    Share(#[from] crate::vmm::share::ShareError),
 }
 
 pub struct MonitorArgs {
@@ -213,13 +213,7 @@ fn join_vm(
     let mounts = bundle.spec.mounts().clone().unwrap_or_default();
     let trees = match crate::vmm::share::Trees::clone_from(&bundle.rootfs, &mounts) {
         Ok(t) => t,
-        Err(e) => {
-            let e = MonitorError::Io {
-                what: "join",
-                source: std::io::Error::other(e.to_string()),
-            };
-            return Err(Box::new((e, chan)));
-        }
+        Err(e) => return Err(Box::new((e.into(), chan))),
     };
     let mut bind_trees: Vec<usize> = trees.binds.keys().copied().collect();
     bind_trees.sort_unstable();

@@ -13,9 +13,7 @@ use std::time::Duration;
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn fail(e: impl std::fmt::Display) -> SandboxError {
-    SandboxError::Failed(e.to_string())
-}
+use super::fail;
 
 /// The control connection to the agent.
 #[derive(Default)]

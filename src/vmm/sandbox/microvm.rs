@@ -11,6 +11,7 @@ use super::super::share::{self, Part, Share};
 use super::super::vcpu::VmEnd;
 use super::super::vm::{DiskConfig, NetConfig, Vm, VmConfig};
 use super::container::{self, Member};
+use super::fail;
 use super::link::{self, AgentLink, Exits, LinkError};
 use crate::netns;
 use crate::sandbox::{
@@ -44,10 +45,6 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The VM's own sockets live here, under the state root, not in a
 /// container's directory: the VM can outlive the container it was built for.
 const VM_DIR_PREFIX: &str = ".vm-";
-
-fn fail(e: impl std::fmt::Display) -> SandboxError {
-    SandboxError::Failed(e.to_string())
-}
 
 pub struct VmSandbox {
     /// The container the VM is built for: its size, kernel, network and
@@ -613,11 +610,7 @@ impl VmSandbox {
             }
             Err(e) => {
                 self.streams.forget(init);
-                if let (Ok(share), Some(part)) = (self.share.lock(), member.part) {
-                    if let Some(s) = share.as_ref() {
-                        s.release(part);
-                    }
-                }
+                self.release_part(member.part);
                 Err(e)
             }
         }
@@ -643,6 +636,15 @@ impl VmSandbox {
             .get(id)
             .ok_or_else(|| fail(format!("container {id} is not in this microVM")))?;
         Ok(f(m))
+    }
+
+    /// Takes a container's part out of the share.
+    fn release_part(&self, part: Option<Part>) {
+        if let (Ok(share), Some(part)) = (self.share.lock(), part) {
+            if let Some(s) = share.as_ref() {
+                s.release(part);
+            }
+        }
     }
 
     fn alone(&self) -> bool {
@@ -866,11 +868,7 @@ impl Sandbox for VmSandbox {
                 crate::logging::debug(&format!("remove {id} from the VM: {e}"));
             }
         }
-        if let (Ok(share), Some(part)) = (self.share.lock(), member.part) {
-            if let Some(s) = share.as_ref() {
-                s.release(part);
-            }
-        }
+        self.release_part(member.part);
     }
 
     fn shutdown(&self) {

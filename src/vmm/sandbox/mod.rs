@@ -14,3 +14,7 @@ mod link;
 mod microvm;
 
 pub use microvm::{VmSandbox, BLOCK_ROOT_ANNOTATION};
+
+fn fail(e: impl std::fmt::Display) -> crate::sandbox::SandboxError {
+    crate::sandbox::SandboxError::Failed(e.to_string())
+}
