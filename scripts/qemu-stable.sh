@@ -22,15 +22,19 @@ if [ ! -x "$cache/qemu-system-x86_64" ]; then
   # Its own modules (TCG is one) and firmware first; links into other
   # packages (seabios, ipxe) resolve through the directories where the
   # installed packages keep their firmware, as dpkg lists them.
-  modules=$(cd "$cache/root" && find . -name 'accel-tcg-*.so' -printf '%h\n' | head -1)
+  # Found in the unpacked tree by what they hold: the emulator, its TCG
+  # module, its own firmware.
+  bin=$(find "$cache/root" -type f -name qemu-system-x86_64 | head -1)
+  modules=$(find "$cache/root" -name 'accel-tcg-*.so' -printf '%h\n' | head -1)
+  data=$(find "$cache/root" -name 'linuxboot_dma.bin' -printf '%h\n' | head -1)
   fw=""
   for d in $(dpkg -L qemu-system-data seabios ipxe-qemu 2>/dev/null | grep -E '\.(bin|rom)$' | xargs -r -n1 dirname | sort -u); do
     fw="$fw -L $d"
   done
   cat > "$cache/qemu-system-x86_64" <<EOS
 #!/bin/sh
-export QEMU_MODULE_DIR="$cache/root/${modules#./}"
-exec "$cache/root/usr/bin/qemu-system-x86_64" -L "$cache/root/usr/share/qemu"$fw "\$@"
+export QEMU_MODULE_DIR="$modules"
+exec "$bin" -L "$data"$fw "\$@"
 EOS
   chmod +x "$cache/qemu-system-x86_64"
 fi
