@@ -11,7 +11,7 @@ AGENT := target/$(TARGET)/release/microrun-agent
 MICRORUN := target/$(TARGET)/release/microrun
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build deps agent initramfs kernel test unit fuzz e2e e2e-shell soak conformance demo bench install clean fmt clippy hot-functions
+.PHONY: all build deps agent initramfs kernel test unit fuzz budgets e2e e2e-shell soak conformance demo bench install clean fmt clippy hot-functions
 
 all: build
 
@@ -36,7 +36,7 @@ kernel: deps initramfs
 
 # The README's test command: unit + integration tests, then the full-stack
 # suite in the emulated test host.
-test: unit fuzz e2e
+test: unit fuzz budgets e2e
 
 unit: deps
 	cargo fmt --all -- --check
@@ -48,6 +48,10 @@ FUZZ_SECONDS ?= 30
 fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 	cd fuzz && cargo fuzz run --sanitizer none protocol_decoder -- -max_total_time=$(FUZZ_SECONDS)
+
+# Binary and initramfs sizes against their budgets (scripts/budgets.sh).
+budgets: build
+	bash scripts/budgets.sh
 
 e2e: build kernel
 	bash tests/e2e/run.sh

@@ -133,11 +133,14 @@ fn bzimage_entry(hdr: &setup_header) -> Result<(), String> {
 
 /// Places the initramfs at the top of low RAM, page-aligned, above the kernel.
 fn load_initrd(mem: &Memory, path: &Path, kernel_end: u64) -> Result<(u64, u64), BootError> {
-    let data = std::fs::read(path).map_err(|source| BootError::Open {
+    let open_err = |source| BootError::Open {
         path: path.display().to_string(),
         source,
-    })?;
-    let size = data.len() as u64;
+    };
+    // Read straight into guest memory: a heap copy of some MiB, once freed,
+    // would raise malloc's mmap threshold and keep the heap large.
+    let mut file = std::fs::File::open(path).map_err(open_err)?;
+    let size = file.metadata().map_err(open_err)?.len();
     let low_end = mem.last_addr().0.min(MMIO_START - 1) + 1;
     let too_large = || BootError::InitrdTooLarge {
         path: path.display().to_string(),
@@ -147,7 +150,7 @@ fn load_initrd(mem: &Memory, path: &Path, kernel_end: u64) -> Result<(u64, u64),
     if addr < kernel_end {
         return Err(too_large());
     }
-    mem.write_slice(&data, GuestAddress(addr))
+    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
         .map_err(|e| BootError::Memory(e.to_string()))?;
     Ok((addr, size))
 }

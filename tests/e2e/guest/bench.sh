@@ -55,16 +55,6 @@ sec_boot() {
   sec_memory
 }
 
-# vmm_mem SMAPS: "RSS PSS ANON" in KiB of a VMM process, its guest RAM (the
-# largest mapping) left out. ANON is what each further VM costs; RSS counts
-# the code, which every monitor shares, in full; PSS counts its share.
-vmm_mem() {
-  awk '/^[0-9a-f]+-[0-9a-f]+ / { n++ } /^Size:/ { size[n] = $2 } /^Rss:/ { rss[n] = $2 }
-       /^Pss:/ { pss[n] = $2 } /^Anonymous:/ { anon[n] = $2 }
-       END { g = 1; for (i = 1; i <= n; i++) if (size[i] > size[g]) g = i
-             for (i = 1; i <= n; i++) if (i != g) { r += rss[i]; p += pss[i]; a += anon[i] }
-             print r, p, a }' "$1"
-}
 # last_smaps PID FILE: copies PID's smaps to FILE until PID ends.
 last_smaps() {
   while kill -0 "$1" 2>/dev/null; do cat "/proc/$1/smaps" > "$2.tmp" 2>/dev/null && tail -1 "$2.tmp" | grep -q "^VmFlags" && mv -f "$2.tmp" "$2"; sleep 0.05; done

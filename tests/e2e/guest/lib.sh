@@ -136,6 +136,16 @@ known_failing() {
   echo "skip $1 (known failing: $2)"
 }
 
+# vmm_mem SMAPS: "RSS PSS ANON" in KiB of a VMM process, its guest RAM (the
+# largest mapping) left out. ANON is what each further VM costs; RSS counts
+# the code, which every monitor shares, in full; PSS counts its share.
+vmm_mem() {
+  awk '/^[0-9a-f]+-[0-9a-f]+ / { n++ } /^Size:/ { size[n] = $2 } /^Rss:/ { rss[n] = $2 }
+       /^Pss:/ { pss[n] = $2 } /^Anonymous:/ { anon[n] = $2 }
+       END { g = 1; for (i = 1; i <= n; i++) if (size[i] > size[g]) g = i
+             for (i = 1; i <= n; i++) if (i != g) { r += rss[i]; p += pss[i]; a += anon[i] }
+             print r, p, a }' "$1"
+}
 expect_eq() {
   if [ "$1" != "$2" ]; then echo "expected: $2"; echo "got:      $1"; return 1; fi
 }

@@ -100,6 +100,23 @@ t_docker_echo() {
   # driver: interrupts without status reads (docs/guest-image.md).
   expect_eq "$(docker run --rm --runtime microrun local/busybox cat /sys/module/virtio_mmio/parameters/used_only)" "Y"
 }
+# The VM process's memory beside its guest RAM, with one container running,
+# against its budget (#32; make bench prints the figures): memory does not
+# jitter the way time does, so growth here is a regression.
+t_monitor_memory_budget() {
+  local budget=3072 c pid rss
+  c=$(docker run -d --runtime microrun local/busybox sleep 600)
+  sleep 2
+  pid=$(pgrep -P "$(docker inspect -f '{{.State.Pid}}' "$c")" -x microrun-vm)
+  cat "/proc/$pid/smaps" >/tmp/monitor-budget.smaps
+  docker rm -f "$c" >/dev/null
+  read -r rss _ < <(vmm_mem /tmp/monitor-budget.smaps)
+  echo "VM process beside guest RAM: $rss KiB resident (budget $budget)"
+  if [ "$rss" -gt "$budget" ]; then
+    awk '/^[0-9a-f]+-[0-9a-f]+ / { m = $0 } /^Rss:/ && $2 > 0 { print $2, m }' /tmp/monitor-budget.smaps | sort -rn | head -12
+    return 1
+  fi
+}
 t_docker_exit_code() { parity local/busybox sh -c 'exit 7'; }
 
 # stdout and stderr stay apart; stdin reaches the workload and EOF ends it.
@@ -758,6 +775,7 @@ scenario microrun-vmm-virtio t_microrun_vmm_virtio
 scenario microrun-vmm-vsock t_microrun_vmm_vsock
 scenario docker-echo t_docker_echo
 scenario docker-exit-code t_docker_exit_code
+scenario monitor-memory-budget t_monitor_memory_budget
 scenario docker-stdio t_docker_stdio
 scenario bulk-output t_bulk_output
 scenario docker-inside t_docker_inside
