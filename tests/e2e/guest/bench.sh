@@ -86,6 +86,107 @@ sec_memory() {
   rm -f "$f"
 }
 
+# The stack a user who wants VM isolation would pick instead: Kata
+# Containers' data path. QEMU -M microvm boots the same kernel; files go
+# through virtiofsd (vhost-user-fs) with Kata's defaults (cache=auto, a
+# thread pool of one, queues of 1024); the network through a tap with
+# vhost-net in a container's network namespace, joined to its veth by tc
+# redirects as Kata wires it. The guest's init is busybox running the same
+# shell work as the containers, timed the same way inside the guest.
+PEER=/tmp/bench-peer
+VIRTIOFSD=/usr/lib/qemu/virtiofsd
+PEER_NAME="QEMU stack"
+peer_base() {
+  [ -s $PEER/base.cpio ] && return 0
+  rm -rf $PEER
+  mkdir -p $PEER/root/bin $PEER/root/dev $PEER/root/proc $PEER/root/sys $PEER/root/mnt $PEER/root/data $PEER/root/tmp $PEER/image
+  cp /bin/busybox $PEER/root/bin/busybox
+  cat > $PEER/root/init <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+. /peer.env
+if [ -n "$ADDR" ]; then
+  ip link set lo up; ip link set eth0 up; ip addr add "$ADDR" dev eth0; ip route add default via "$GW"
+fi
+echo BENCH-BEGIN
+case $WHERE in
+  rootfs) mount -t virtiofs share /mnt && mount -t proc proc /mnt/proc &&
+    cp /work.sh /mnt/.work.sh && chroot /mnt sh /.work.sh ;;
+  volume) mount -t virtiofs share /data && sh /work.sh ;;
+  *) sh /work.sh ;;
+esac
+echo "BENCH-END $?"
+reboot -f
+INIT
+  chmod +x $PEER/root/init
+  (cd $PEER/root && find . | cpio -o -H newc --quiet) > $PEER/base.cpio
+  local c; c=$(docker create local/busybox sh)
+  docker export "$c" | tar -C $PEER/image -x
+  docker rm "$c" >/dev/null
+}
+# peer_vm WHERE DIR SCRIPT [NSPID ADDR GW MAC]: SCRIPT's output, run in a
+# VM of the QEMU stack, DIR shared by virtiofsd as its root or /data
+# (WHERE rootfs|volume|none), wired into the network namespace of NSPID.
+peer_vm() {
+  local where=$1 dir=$2 script=$3 ns=${4:-} addr=${5:-} gw=${6:-} mac=${7:-} run vfs= rc=0
+  peer_base
+  run=$(mktemp -d)
+  printf '%s\n%s\n' "$NOW" "$script" > "$run/work.sh"
+  printf 'WHERE=%s\nADDR=%s\nGW=%s\n' "$where" "$addr" "$gw" > "$run/peer.env"
+  (cd "$run" && printf 'work.sh\npeer.env\n' | cpio -o -H newc --quiet) | cat $PEER/base.cpio - > "$run/initrd"
+  local qemu=(qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=off,acpi=off,memory-backend=mem
+    -global virtio-mmio.force-legacy=false -object memory-backend-memfd,id=mem,size=256M,share=on
+    -accel kvm -cpu host -smp 1 -m 256
+    -nodefaults -no-user-config -display none -no-reboot -name "bench-peer-$$"
+    -kernel "$SHARE/vmlinux" -initrd "$run/initrd" -append "console=ttyS0 reboot=t panic=-1 quiet"
+    -serial "file:$run/console")
+  if [ "$where" != none ]; then
+    "$VIRTIOFSD" --socket-path="$run/vfs.sock" -o source="$dir" -o cache=auto --thread-pool-size=1 \
+      >"$run/virtiofsd.log" 2>&1 &
+    vfs=$!
+    for _ in $(seq 100); do [ -S "$run/vfs.sock" ] && break; sleep 0.05; done
+    qemu+=(-chardev "socket,id=vfs,path=$run/vfs.sock" -device vhost-user-fs-device,chardev=vfs,tag=share,queue-size=1024)
+  fi
+  if [ -n "$ns" ]; then
+    qemu+=(-netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on -device "virtio-net-device,netdev=n0,mac=$mac")
+    nsenter -t "$ns" -n "${qemu[@]}" || rc=$?
+  else
+    "${qemu[@]}" || rc=$?
+  fi
+  if [ -n "$vfs" ]; then kill "$vfs" 2>/dev/null; wait "$vfs" 2>/dev/null || true; fi
+  if ! grep -q '^BENCH-END 0' "$run/console"; then
+    echo "bench: a run of the QEMU stack failed (QEMU exit $rc); its console ends with:" >&2
+    tail -15 "$run/console" >&2; cat "$run/virtiofsd.log" >&2 2>/dev/null
+    rm -rf "$run"
+    return 1
+  fi
+  sed -n '/^BENCH-BEGIN/,/^BENCH-END/{/^BENCH-/d;p}' "$run/console" | tr -d '\r'
+  rm -rf "$run"
+}
+# peer_fs DIR VOLUME SCRIPT: fs_op for the QEMU stack. Its rootfs is, as
+# Kata's, an overlay of the image shared whole by virtiofsd.
+peer_fs() {
+  local where=$1 vol=$2 script=$3 o rc=0
+  if [ "$where" = /data ]; then peer_vm volume "$vol" "cd /data && $script"; return; fi
+  peer_base
+  o=$(mktemp -d); mkdir "$o/upper" "$o/work" "$o/root"
+  mount -t overlay overlay -o "lowerdir=$PEER/image,upperdir=$o/upper,workdir=$o/work" "$o/root"
+  peer_vm rootfs "$o/root" "cd $where && $script" || rc=$?
+  umount "$o/root"; rm -rf "$o"
+  return $rc
+}
+# peer_net NSPID: wires a tap (vhost-net) to the namespace's veth by tc
+# redirects both ways, as Kata does; prints "ADDR GW MAC" of its eth0.
+peer_net() {
+  local ns=$1
+  [ -e /dev/vhost-net ] || modprobe vhost_net
+  nsenter -t "$ns" -n sh -ec 'ip tuntap add dev tap0 mode tap vnet_hdr; ip link set tap0 up
+    tc qdisc add dev eth0 ingress; tc filter add dev eth0 parent ffff: matchall action mirred egress redirect dev tap0
+    tc qdisc add dev tap0 ingress; tc filter add dev tap0 parent ffff: matchall action mirred egress redirect dev eth0
+    echo "$(ip -o -4 addr show eth0 | awk "{print \$4}") $(ip route | awk "/default/ {print \$3}") $(ip -o link show eth0 | sed "s|.*link/ether \([^ ]*\).*|\1|")"'
+}
+
 # Whole containers, next to runc in the same host and run.
 mean_ms() { # mean_ms RUNS CMD...: mean wall time of CMD in ms
   local n=$1 t0 total=0; shift
@@ -150,8 +251,19 @@ NOW='now() { read u _ < /proc/uptime; echo $(( ${u%.*}${u#*.} * 10 )); }'
 # File I/O through the runtimes' file sharing (virtio-fs for microrun), in
 # the container's rootfs (/tmp of the image) and in a volume: the work is
 # timed inside the container, so container start is not counted.
+# The tables of times: runc, microrun and the QEMU stack, and microrun's
+# ratio to each (the other's time / microrun's, higher is better).
+RATIOS="vs runc = runc time / microrun time, vs QEMU = $PEER_NAME time / microrun time; higher is better"
+table_head() { printf '%-44s %9s %9s %15s %8s %8s\n' "" runc microrun "$PEER_NAME" "vs runc" "vs QEMU"; }
+table_row() { # table_row WHAT RUNC MICRORUN QEMU
+  awk -v w="$1" -v a="${2:-0}" -v b="${3:-0}" -v q="${4:-0}" \
+    'BEGIN {printf "%-44s %9d %9d %15d %8.2f %8.2f\n", w, a, b, q, (b > 0 ? a / b : 0), (b > 0 ? q / b : 0)}'
+}
 fs_op() { # fs_op RUNTIME DIR VOLUME SCRIPT: SCRIPT's output, run in DIR
-  docker run --rm --runtime "$1" -v "$3:/data" local/busybox sh -c "$NOW; cd $2 && $4"
+  if [ "$1" = qemu ]; then peer_fs "$2" "$3" "$4"; return; fi
+  local vol=()
+  [ -z "$3" ] || vol=(-v "$3:/data")
+  docker run --rm --runtime "$1" "${vol[@]}" local/busybox sh -c "$NOW; cd $2 && $4"
 }
 # Prints the ms of each step: create, stat, unlink of 10000 small files.
 files='t0=$(now); mkdir s && i=0 && while [ $i -lt 10000 ]; do : > s/f$i; i=$((i+1)); done
@@ -193,7 +305,7 @@ by_turns() {
   shift
   RUNS=()
   for i in $(seq "$FS_RUNS"); do
-    for rt in runc microrun; do
+    for rt in runc microrun qemu; do
       vol=$(mktemp -d)
       rc=0
       run=$("$fn" "$rt" "$vol" "$@") || rc=$?
@@ -224,22 +336,21 @@ fs_round() { # fs_round RUNTIME VOLUME DIR: one run of the file work, "write rea
 }
 fs_section() { # fs_section DIR: the file I/O table for the rootfs (/tmp) or a volume (/data)
   local where=$1 rt op what col
-  echo "== file I/O in the $( [ $where = /tmp ] && echo rootfs || echo volume) (ms, median of $FS_RUNS runs by turns; ratio = runc time / microrun time, higher is better)"
+  echo "== file I/O in the $( [ $where = /tmp ] && echo rootfs || echo volume) (ms, median of $FS_RUNS runs by turns; $RATIOS)"
   declare -A ms=()
   by_turns fs_round "$where" || return
-  for rt in runc microrun; do
+  for rt in runc microrun qemu; do
     echo "$rt runs (write read create stat unlink):" $(echo -n "${RUNS[$rt]}" | tr '\n' ';' | sed 's/;$//; s/;/; /g')
   done
-  printf '%-44s %9s %9s %6s\n' "" runc microrun ratio
+  table_head
   col=1
   for op in write read create stat unlink; do
-    for rt in runc microrun; do
+    for rt in runc microrun qemu; do
       ms[$rt,$op]=$(median_of "$rt" "$col")
     done
     col=$((col + 1))
     case $op in write|read) what="sequential $op 256 MiB" ;; *) what="$op 10000 small files" ;; esac
-    awk -v w="$what ($( [ $where = /tmp ] && echo rootfs || echo volume))" -v a="${ms[runc,$op]:-0}" -v b="${ms[microrun,$op]:-0}" \
-      'BEGIN {printf "%-44s %9d %9d %6.2f\n", w, a, b, (b > 0 ? a / b : 0)}'
+    table_row "$what ($( [ $where = /tmp ] && echo rootfs || echo volume))" "${ms[runc,$op]}" "${ms[microrun,$op]}" "${ms[qemu,$op]}"
   done
 }
 sec_fs-rootfs() { fs_section /tmp; }
@@ -263,19 +374,20 @@ sec_fs-floor() {
   local rt op col
   declare -A us=()
   by_turns floor_run || return
-  printf '%-44s %9s %9s\n' "" runc microrun
+  printf '%-44s %9s %9s %15s\n' "" runc microrun "$PEER_NAME"
   col=1
   for op in "empty shell loop turn" "stat of an absent name, own tmpfs" "stat of an absent name, volume" \
     "create, own tmpfs" "create, volume" "unlink (rm -rf), volume"; do
-    for rt in runc microrun; do
+    for rt in runc microrun qemu; do
       us[$rt,$col]=$(median_of "$rt" "$col")
     done
-    printf '%-44s %9d %9d\n' "$op" "${us[runc,$col]}" "${us[microrun,$col]}"
+    printf '%-44s %9d %9d %15d\n' "$op" "${us[runc,$col]}" "${us[microrun,$col]}" "${us[qemu,$col]}"
     col=$((col + 1))
   done
   # A create or unlink in a volume waits for at least one round trip; the
   # goal (half of runc's speed) allows twice runc's whole operation.
   printf '%-44s %19d\n' "microrun: one round trip (row 3 - row 2)" $(( us[microrun,3] - us[microrun,2] ))
+  printf '%-44s %19d\n' "$PEER_NAME: one round trip (row 3 - row 2)" $(( us[qemu,3] - us[qemu,2] ))
   printf '%-44s %19d\n' "0.5x runc allows for a whole create" $(( 2 * us[runc,5] ))
   printf '%-44s %19d\n' "0.5x runc allows for a whole unlink" $(( 2 * us[runc,6] ))
 }
@@ -283,41 +395,59 @@ sec_fs-floor() {
 # Reopening unchanged files (the guest keeps its cache) and running programs
 # from the rootfs, which every shell script does.
 sec_reread() {
-  echo "== repeated reads and execs in the rootfs (ms)"
-  printf '%-44s %9s %9s %6s\n' "" runc microrun ratio
+  echo "== repeated reads and execs in the rootfs (ms; $RATIOS)"
+  table_head
   declare -A rx=()
-  for rt in runc microrun; do
-    read -r rx[$rt,read] rx[$rt,exec] < <(docker run --rm --runtime $rt local/busybox sh -c "$NOW"'
-      t0=$(now); i=0; while [ $i -lt 50 ]; do cat /bin/busybox > /dev/null; i=$((i+1)); done; t1=$(now)
+  local work='t0=$(now); i=0; while [ $i -lt 50 ]; do cat /bin/busybox > /dev/null; i=$((i+1)); done; t1=$(now)
       i=0; while [ $i -lt 100 ]; do /bin/true; i=$((i+1)); done; t2=$(now)
-      echo $((t1 - t0)) $((t2 - t1))')
+      echo $((t1 - t0)) $((t2 - t1))'
+  for rt in runc microrun qemu; do
+    read -r rx[$rt,read] rx[$rt,exec] < <(fs_op $rt / "" "$work")
   done
   for op in read exec; do
     case $op in read) what="read /bin/busybox 50 times" ;; exec) what="exec /bin/true 100 times" ;; esac
-    awk -v w="$what" -v a="${rx[runc,$op]:-0}" -v b="${rx[microrun,$op]:-0}" \
-      'BEGIN {printf "%-44s %9d %9d %6.2f\n", w, a, b, (b > 0 ? a / b : 0)}'
+    table_row "$what" "${rx[runc,$op]}" "${rx[microrun,$op]}" "${rx[qemu,$op]}"
   done
 }
 
-# Network between two containers on docker's bridge, both of one runtime.
+# Network between two containers on docker's bridge, both of one runtime;
+# for the QEMU stack, two of its VMs in the network namespaces of two
+# (runc) containers.
+net_client='i=0; until ping -c 1 -W 1 $SRV >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 120 ] || exit 1; done; sleep 1
+  ping -c 10 -i 0.2 $SRV | sed -n "s|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p"
+  t0=$(now); dd if=/dev/zero bs=1M count=64 2>/dev/null | nc $SRV 5001; echo $(( $(now) - t0 ))'
+net_server='while true; do nc -l -p 5001 > /dev/null; done'
 sec_net() {
-  echo "== network (two containers on the default bridge)"
-  printf '%-44s %9s %9s\n' "" runc microrun
+  echo "== network (two containers on the default bridge; $PEER_NAME: two VMs, tap + vhost-net, in two containers' namespaces)"
+  printf '%-44s %9s %9s %15s\n' "" runc microrun "$PEER_NAME"
   declare -A net=()
-  for rt in runc microrun; do
-    srv=$(docker run -d --runtime $rt local/busybox sh -c 'while true; do nc -l -p 5001 > /dev/null; done')
-    ip=$(docker inspect -f '{{.NetworkSettings.IPAddress}}' "$srv")
-    out=$(docker run --rm --runtime $rt local/busybox sh -c "$NOW"'
-      ping -c 1 -W 10 '"$ip"' >/dev/null
-      ping -c 10 -i 0.2 '"$ip"' | sed -n "s|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p"
-      t0=$(now); dd if=/dev/zero bs=1M count=64 2>/dev/null | nc '"$ip"' 5001; echo $(( $(now) - t0 ))')
+  local rt srv cli ip out ms a b
+  for rt in runc microrun qemu; do
+    if [ $rt = qemu ]; then
+      srv=$(docker run -d --runtime runc local/busybox sleep 3600)
+      cli=$(docker run -d --runtime runc local/busybox sleep 3600)
+      read -r a < <(peer_net "$(docker inspect -f '{{.State.Pid}}' "$srv")")
+      read -r b < <(peer_net "$(docker inspect -f '{{.State.Pid}}' "$cli")")
+      ip=${a%%/*}
+      # shellcheck disable=SC2086
+      peer_vm none "" "$net_server" "$(docker inspect -f '{{.State.Pid}}' "$srv")" $a >/dev/null 2>&1 &
+      # shellcheck disable=SC2086
+      out=$(peer_vm none "" "SRV=$ip; $net_client" "$(docker inspect -f '{{.State.Pid}}' "$cli")" $b) || out=
+      pkill -f "name bench-peer-$$" || true
+      wait || true
+      docker rm -f "$srv" "$cli" >/dev/null
+    else
+      srv=$(docker run -d --runtime $rt local/busybox sh -c "$net_server")
+      ip=$(docker inspect -f '{{.NetworkSettings.IPAddress}}' "$srv")
+      out=$(docker run --rm --runtime $rt local/busybox sh -c "$NOW; SRV=$ip; $net_client")
+      docker rm -f "$srv" >/dev/null
+    fi
     net[$rt,ping]=$(echo "$out" | sed -n 1p)
     ms=$(echo "$out" | sed -n 2p)
     net[$rt,tcp]=$(awk -v ms="$ms" 'BEGIN {printf "%.1f", (ms > 0 ? 64 * 1000 / ms : 0)}')
-    docker rm -f "$srv" >/dev/null
   done
-  printf '%-44s %9s %9s\n' "ping round trip (ms, mean of 10)" "${net[runc,ping]}" "${net[microrun,ping]}"
-  printf '%-44s %9s %9s\n' "TCP transfer 64 MiB (MiB/s)" "${net[runc,tcp]}" "${net[microrun,tcp]}"
+  printf '%-44s %9s %9s %15s\n' "ping round trip (ms, mean of 10)" "${net[runc,ping]}" "${net[microrun,ping]}" "${net[qemu,ping]}"
+  printf '%-44s %9s %9s %15s\n' "TCP transfer 64 MiB (MiB/s)" "${net[runc,tcp]}" "${net[microrun,tcp]}" "${net[qemu,tcp]}"
 }
 
 for section in "$@"; do
