@@ -30,7 +30,7 @@ trap 'bash "$th" down' EXIT
 # docs/testing.md) or hangs for half an hour, the section runs once more on
 # a fresh host; a section that loses the host twice is reported as missing.
 up=
-for section in boot containers pods fs-rootfs fs-volume fs-floor reread net; do
+for section in boot containers rate density pods fs-rootfs fs-volume fs-floor reread net; do
   for attempt in 1 2; do
     [ -n "$up" ] || { bash "$th" up "$top/build/share"; up=1; }
     rc=0

@@ -371,6 +371,25 @@ mod tests {
         assert_eq!(p.e820_entries, 3);
     }
 
+    #[test]
+    fn the_initramfs_lands_page_aligned_at_the_top_of_low_ram() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("initramfs.cpio");
+        std::fs::write(&f, b"070701 an archive").unwrap();
+        let m = mem(64 << 20);
+        let (addr, size) = load_initrd(&m, &f, HIGH_MEMORY).unwrap();
+        assert_eq!(size, 17);
+        assert_eq!(addr % PAGE_SIZE, 0);
+        assert!(addr + size <= 64 << 20 && addr + PAGE_SIZE > (64 << 20) - size);
+        let mut got = [0u8; 17];
+        m.read_slice(&mut got, GuestAddress(addr)).unwrap();
+        assert_eq!(&got, b"070701 an archive");
+        // Over the kernel, or absent: clear errors.
+        let e = load_initrd(&m, &f, 64 << 20).unwrap_err().to_string();
+        assert!(e.contains("does not fit"), "{e}");
+        assert!(load_initrd(&m, &d.path().join("none"), HIGH_MEMORY).is_err());
+    }
+
     /// A bzImage's bytes: one setup sector after the boot sector, then the
     /// protected-mode code.
     fn fake_bzimage(version: u16, xloadflags: u16) -> Vec<u8> {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench's figures inside the test host: bench.sh SECTION... runs the
-# named sections (boot containers pods fs-rootfs fs-volume fs-floor reread net), each
+# named sections (boot containers rate density pods fs-rootfs fs-volume
+# fs-floor reread net), each
 # printing its own table, so that scripts/bench.sh can run a section again
 # on a fresh host when the emulated host dies under one.
 set -euo pipefail
@@ -205,6 +206,79 @@ sec_containers() {
   bundle $b '["true"]'
   for rt in runc /mnt/share/bin/microrun; do
     printf '%-40s %8d ms (mean of 3)\n' "$(basename $rt) run (raw CLI) true" "$(mean_ms 3 $rt run --bundle $b bench-$$)"
+  done
+}
+
+# Density and rate. Idle containers (`sleep`), DENSITY_N of each kind at
+# once: what the host gives up for each (MemAvailable before and after,
+# guest RAM touched, page tables and page cache included), and the PSS of
+# the processes that make it (the shim, the runtime's processes, the
+# workload; for the QEMU stack, QEMU and its virtiofsd); how many would
+# fit in the host's MemAvailable at that cost.
+pss_sum() { # pss_sum PID...: their PSS in KiB
+  local p t=0
+  for p in "$@"; do t=$((t + $(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0))); done
+  echo $t
+}
+avail() { awk '/^MemAvailable:/ { print $2 }' /proc/meminfo; }
+sec_density() {
+  local n=${DENSITY_N:-8} rt i a0 a1 pids pss ids
+  peer_base
+  echo "== density: $n idle containers of each kind (KiB per container)"
+  printf '%-44s %12s %12s %10s\n' "" "host gives" "PSS" "would fit"
+  for rt in runc microrun qemu; do
+    sync; echo 3 > /proc/sys/vm/drop_caches; sleep 1
+    a0=$(avail)
+    ids=()
+    for i in $(seq "$n"); do
+      if [ $rt = qemu ]; then
+        peer_fs /tmp "" "sleep 3600" >/dev/null 2>&1 &
+      else
+        ids+=("$(docker run -d --runtime $rt local/busybox sleep 3600)")
+      fi
+    done
+    if [ $rt = qemu ]; then
+      for _ in $(seq 300); do [ "$(pgrep -fc "name bench-peer-$$")" -ge "$n" ] && break; sleep 1; done
+      sleep 15  # the guests boot
+      pids=$(pgrep -f "name bench-peer-$$|virtiofsd --socket-path")
+    else
+      sleep 3
+      pids=$(for i in "${ids[@]}"; do docker inspect -f '{{.State.Pid}}' "$i"; done
+        pgrep -f containerd-shim-runc-v2
+        [ $rt = runc ] || pgrep -x microrun-vm)
+    fi
+    a1=$(avail)
+    # shellcheck disable=SC2086
+    pss=$(pss_sum $pids)
+    printf '%-44s %12d %12d %10d\n' "$( [ $rt = qemu ] && echo "$PEER_NAME" || echo $rt)" \
+      $(( (a0 - a1) / n )) $(( pss / n )) $(( a1 * n / (a0 - a1 > 0 ? a0 - a1 : 1) ))
+    if [ $rt = qemu ]; then pkill -f "name bench-peer-$$" || true; wait || true
+    else docker rm -f "${ids[@]}" >/dev/null; fi
+  done
+}
+# Containers run (create -> `true` exits -> removed) per second with 1, 4
+# and 8 in flight, through docker and the raw CLI.
+sec_rate() {
+  local total=${RATE_N:-16} c rt t0 ms b=/tmp/bench-rate
+  bundle $b '["true"]'
+  echo "== start rate: $total containers running \`true\`, C at a time (containers per second)"
+  printf '%-44s %9s %9s %9s\n' "" "C=1" "C=4" "C=8"
+  for rt in runc microrun; do
+    for via in docker raw; do
+      local row=()
+      for c in 1 4 8; do
+        t0=$(date +%s%N)
+        if [ $via = docker ]; then
+          seq "$total" | xargs -P "$c" -I{} docker run --rm --runtime $rt local/busybox true >/dev/null
+        else
+          local bin=runc; [ $rt = runc ] || bin=$MR
+          seq "$total" | xargs -P "$c" -I{} $bin run --bundle $b "rate-$$-{}" >/dev/null
+        fi
+        ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+        row+=("$(awk -v n="$total" -v ms="$ms" 'BEGIN {printf "%.2f", n * 1000 / ms}')")
+      done
+      printf '%-44s %9s %9s %9s\n' "$rt ($via)" "${row[@]}"
+    done
   done
 }
 
