@@ -5,8 +5,8 @@
 # resets and other failures per 1000, hosts lost, the host's own kernel
 # faults, and the census of leftovers before and after each run.
 # MICRORUN_QEMU picks the emulator (scripts/qemu-stable.sh for 7.2);
-# MICRORUN_E2E_WORKAROUNDS the test host's workarounds (default "thp",
-# see tests/e2e/guest/setup.sh; empty for none).
+# MICRORUN_E2E_WORKAROUNDS the test host's workarounds (default none;
+# see tests/e2e/guest/setup.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -24,7 +24,7 @@ for attempt in $(seq 1 20); do
   timeout 1500 bash "$here/testhost" up "$share" ||
     { bash "$here/testhost" down; timeout 1500 bash "$here/testhost" up "$share"; }
   if timeout $(( (want - have) * 60 + 600 )) bash "$here/testhost" run \
-      "MICRORUN_E2E_WORKAROUNDS='${MICRORUN_E2E_WORKAROUNDS-thp}' bash /mnt/share/e2e/churn.sh $((want - have)) /mnt/share/soak-results"; then
+      "MICRORUN_E2E_WORKAROUNDS='${MICRORUN_E2E_WORKAROUNDS-}' bash /mnt/share/e2e/churn.sh $((want - have)) /mnt/share/soak-results"; then
     continue
   fi
   echo "soak: lost the test host after $(grep -c '^vm ' "$results" || true) microVMs; its console ends with:" >&2
@@ -34,7 +34,7 @@ for attempt in $(seq 1 20); do
   [ "$n" -eq 0 ] || echo "host-fault the console of the lost host: $n lines of soft lockups, stalls, BUGs or panics" >>"$results"
   bash "$here/testhost" down
 done
-qemu="$(cat "$top/build/testhost/qemu-version" 2>/dev/null || echo unknown), workarounds: ${MICRORUN_E2E_WORKAROUNDS-thp}"
+qemu="$(cat "$top/build/testhost/qemu-version" 2>/dev/null || echo unknown), workarounds: ${MICRORUN_E2E_WORKAROUNDS:-none}"
 awk -v qemu="$qemu" -v secs="$(( $(date +%s) - started ))" '
   $1 == "vm" { n++; v[$4]++; t += $5 }
   $1 == "census" { print "  " $0 }

@@ -7,9 +7,7 @@
 set -euo pipefail
 SHARE=/mnt/share/share/microrun
 runs=5
-# The runtimes, and the emulated host's workarounds (no huge-page
-# collapsing; docs/testing.md): without them this host has hung.
-# Once per boot of the host.
+# The runtimes and the local image (setup.sh), once per boot of the host.
 [ -e /run/microrun-bench-setup ] || { bash /mnt/share/e2e/setup.sh >/dev/null && touch /run/microrun-bench-setup; }
 . /mnt/share/e2e/lib.sh
 
@@ -106,13 +104,14 @@ peer_base() {
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mkdir -p /dev/shm; mount -t tmpfs shm /dev/shm
 . /peer.env
 if [ -n "$ADDR" ]; then
   ip link set lo up; ip link set eth0 up; ip addr add "$ADDR" dev eth0; ip route add default via "$GW"
 fi
 echo BENCH-BEGIN
 case $WHERE in
-  rootfs) mount -t virtiofs share /mnt && mount -t proc proc /mnt/proc &&
+  rootfs) mount -t virtiofs share /mnt && mount -t proc proc /mnt/proc && mount -o bind /dev /mnt/dev &&
     cp /work.sh /mnt/.work.sh && chroot /mnt sh /.work.sh ;;
   volume) mount -t virtiofs share /data && sh /work.sh ;;
   *) sh /work.sh ;;

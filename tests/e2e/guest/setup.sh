@@ -60,11 +60,12 @@ mount --bind "$local_dir/wrapper" /mnt/share/bin/microrun
 # finds one free (no compaction, which moves pages the same way); nothing
 # collapses them later. (Without huge pages at all, guest memory costs
 # more nested page faults: 64 MiB writes took 2-3x as long.)
-# MICRORUN_E2E_WORKAROUNDS (default "thp") names the workarounds of this
-# host's faults to apply; `make soak` re-checks each without it. The held VM
-# ("hold") is off by default since QEMU 10: 500 microVMs without it lost no
-# host (docs/testing.md).
-workarounds=${MICRORUN_E2E_WORKAROUNDS-thp}
+# MICRORUN_E2E_WORKAROUNDS names the workarounds of this host's faults to
+# apply ("hold,thp" for both); none by default since QEMU 10: 500 microVMs
+# without the held VM ("hold") lost no host, and four rounds of the bench's
+# file sections with khugepaged scanning every second (740 collapses) had
+# no stall without the huge-page settings ("thp"; docs/testing.md).
+workarounds=${MICRORUN_E2E_WORKAROUNDS-}
 thp=/sys/kernel/mm/transparent_hugepage
 if [[ ,$workarounds, == *,thp,* ]]; then
   echo never > $thp/defrag
