@@ -258,25 +258,25 @@ sec_density() {
 # Containers run (create -> `true` exits -> removed) per second with 1, 4
 # and 8 in flight, through docker and the raw CLI.
 sec_rate() {
-  local total=${RATE_N:-16} c rt t0 ms b=/tmp/bench-rate
+  local total=${RATE_N:-16} c rt via t0 ms bin fails b=/tmp/bench-rate
   bundle $b '["true"]'
-  echo "== start rate: $total containers running \`true\`, C at a time (containers per second)"
-  printf '%-44s %9s %9s %9s\n' "" "C=1" "C=4" "C=8"
+  echo "== start rate: $total containers running \`true\`, C at a time (containers per second; failed runs, such as this host's guest resets, in brackets)"
+  printf '%-44s %12s %12s %12s\n' "" "C=1" "C=4" "C=8"
   for rt in runc microrun; do
+    bin=runc; [ $rt = runc ] || bin=$MR
     for via in docker raw; do
       local row=()
       for c in 1 4 8; do
         t0=$(date +%s%N)
         if [ $via = docker ]; then
-          seq "$total" | xargs -P "$c" -I{} docker run --rm --runtime $rt local/busybox true >/dev/null
+          fails=$(seq "$total" | xargs -P "$c" -I{} sh -c "docker run --rm --runtime $rt local/busybox true >/dev/null 2>&1 || echo x" | wc -l)
         else
-          local bin=runc; [ $rt = runc ] || bin=$MR
-          seq "$total" | xargs -P "$c" -I{} $bin run --bundle $b "rate-$$-{}" >/dev/null
+          fails=$(seq "$total" | xargs -P "$c" -I{} sh -c "cd $b && $bin run rate-$$-{} >/dev/null 2>&1 || { $bin delete -f rate-$$-{} >/dev/null 2>&1; echo x; }" | wc -l)
         fi
         ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-        row+=("$(awk -v n="$total" -v ms="$ms" 'BEGIN {printf "%.2f", n * 1000 / ms}')")
+        row+=("$(awk -v n="$total" -v ms="$ms" -v f="$fails" 'BEGIN {printf (f ? "%.2f (%d)" : "%.2f"), (n - f) * 1000 / ms, f}')")
       done
-      printf '%-44s %9s %9s %9s\n' "$rt ($via)" "${row[@]}"
+      printf '%-44s %12s %12s %12s\n' "$rt ($via)" "${row[@]}"
     done
   done
 }
