@@ -99,9 +99,11 @@ peer_base() {
   # Made afresh by each bench.sh (a host that stays up keeps /tmp).
   [ -n "${PEER_READY:-}" ] && return 0
   rm -rf $PEER
-  mkdir -p $PEER/root/bin $PEER/root/dev $PEER/root/proc $PEER/root/sys $PEER/root/mnt $PEER/root/data $PEER/root/tmp $PEER/image
-  cp /bin/busybox $PEER/root/bin/busybox
-  cat > $PEER/root/init <<'INIT'
+  local d
+  for d in bin dev proc sys mnt data tmp; do mkdir -p "$PEER/initfs/$d"; done
+  mkdir -p $PEER/image
+  cp /bin/busybox $PEER/initfs/bin/busybox
+  cat > $PEER/initfs/init <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
@@ -120,8 +122,8 @@ esac
 echo "BENCH-END $?"
 reboot -f
 INIT
-  chmod +x $PEER/root/init
-  (cd $PEER/root && find . | cpio -o -H newc --quiet) > $PEER/base.cpio
+  chmod +x $PEER/initfs/init
+  (cd $PEER/initfs && find . | cpio -o -H newc --quiet) > $PEER/base.cpio
   local c; c=$(docker create local/busybox sh)
   docker export "$c" | tar -C $PEER/image -x
   docker rm "$c" >/dev/null
@@ -172,10 +174,10 @@ peer_fs() {
   local where=$1 vol=$2 script=$3 o rc=0
   if [ "$where" = /data ]; then peer_vm volume "$vol" "cd /data && $script"; return; fi
   peer_base
-  o=$(mktemp -d); mkdir "$o/upper" "$o/work" "$o/root"
-  mount -t overlay overlay -o "lowerdir=$PEER/image,upperdir=$o/upper,workdir=$o/work" "$o/root"
-  peer_vm rootfs "$o/root" "cd $where && $script" || rc=$?
-  umount "$o/root"; rm -rf "$o"
+  o=$(mktemp -d); mkdir "$o/upper" "$o/work" "$o/merged"
+  mount -t overlay overlay -o "lowerdir=$PEER/image,upperdir=$o/upper,workdir=$o/work" "$o/merged"
+  peer_vm rootfs "$o/merged" "cd $where && $script" || rc=$?
+  umount "$o/merged"; rm -rf "$o"
   return $rc
 }
 # peer_net NSPID: wires a tap (vhost-net) to the namespace's veth by tc
@@ -498,19 +500,21 @@ sec_net() {
   echo "== network (two containers on the default bridge; $PEER_NAME: two VMs, tap + vhost-net, in two containers' namespaces)"
   printf '%-44s %9s %9s %15s\n' "" runc microrun "$PEER_NAME"
   declare -A net=()
-  local rt srv cli ip out ms a b
+  local rt srv cli srv_pid cli_pid ip out ms a b
   peer_base
   for rt in runc microrun qemu; do
     if [ $rt = qemu ]; then
       srv=$(docker run -d --runtime runc local/busybox sleep 3600)
       cli=$(docker run -d --runtime runc local/busybox sleep 3600)
-      read -r a < <(peer_net "$(docker inspect -f '{{.State.Pid}}' "$srv")")
-      read -r b < <(peer_net "$(docker inspect -f '{{.State.Pid}}' "$cli")")
+      srv_pid=$(docker inspect -f '{{.State.Pid}}' "$srv")
+      cli_pid=$(docker inspect -f '{{.State.Pid}}' "$cli")
+      read -r a < <(peer_net "$srv_pid")
+      read -r b < <(peer_net "$cli_pid")
       ip=${a%%/*}
       # shellcheck disable=SC2086
-      peer_vm none "" "$net_server" "$(docker inspect -f '{{.State.Pid}}' "$srv")" $a >/dev/null 2>&1 &
+      peer_vm none "" "$net_server" "$srv_pid" $a >/dev/null 2>&1 &
       # shellcheck disable=SC2086
-      out=$(peer_vm none "" "SRV=$ip; $net_client" "$(docker inspect -f '{{.State.Pid}}' "$cli")" $b) || out=
+      out=$(peer_vm none "" "SRV=$ip; $net_client" "$cli_pid" $b) || out=
       pkill -f "name bench-peer-$$" || true
       wait || true
       docker rm -f "$srv" "$cli" >/dev/null
